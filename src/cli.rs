@@ -1,0 +1,176 @@
+//! The command line: one subcommand per job. Doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Arch;
+use crate::render::Measure;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "segnet-bayes",
+    version,
+    about = "Bayesian SegNet: per-pixel classes and model uncertainty (MC dropout) on libtorch"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Segment images: class map, colour overlay and uncertainty heatmaps per image.
+    Infer(InferArgs),
+    /// Train from a YAML config (see configs/).
+    Train(TrainArgs),
+    /// Accuracy and uncertainty quality on a labelled split.
+    Eval(EvalArgs),
+    /// Time MC inference: plain loop, one batch, and the shared-prefix sampler.
+    Bench(BenchArgs),
+    /// Write a randomly initialised model (for trying the pipeline before training).
+    InitModel(InitModelArgs),
+}
+
+/// Options shared by everything that predicts.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Model weights (.safetensors written by segnet-bayes). Default: the model shipped in assets/.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Monte Carlo dropout samples per image (T).
+    #[arg(long, default_value_t = 40)]
+    pub samples: usize,
+    /// Samples run through the network together.
+    #[arg(long, default_value_t = 4)]
+    pub chunk: usize,
+    /// Seed for the dropout masks: identical inputs give identical outputs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda, cuda:N or auto (a GPU when one is available).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScaleMode {
+    /// The measure's theoretical range: the same colour means the same value in every image.
+    Fixed,
+    /// Stretch each image's own range.
+    PerImage,
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// Images (PNG or JPEG) or folders of images.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Output folder.
+    #[arg(long, short, default_value = "out")]
+    pub out: PathBuf,
+    /// Uncertainty heatmaps to write; the first is reported on stdout.
+    #[arg(long, value_delimiter = ',', default_values_t = [Measure::Variance, Measure::Entropy, Measure::MutualInfo])]
+    pub uncertainty: Vec<Measure>,
+    /// Heatmap colour scale.
+    #[arg(long, value_enum, default_value_t = ScaleMode::Fixed)]
+    pub scale: ScaleMode,
+    /// Weight averaging: one pass with dropout off instead of MC sampling.
+    #[arg(long)]
+    pub no_dropout: bool,
+    /// Opacity of the class colours in the overlay.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// YAML config (see configs/camvid.yaml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run folder for checkpoints, logs and the resolved config (default: runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Dataset folder (CamVid layout).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split to evaluate.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Output folder for the JSON report, Markdown table and plots.
+    #[arg(long, short, default_value = "eval")]
+    pub out: PathBuf,
+    /// Evaluate at most this many images (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = Arch::Segnet)]
+    pub arch: Arch,
+    /// Channel multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    pub net_width: f64,
+    #[arg(long, default_value_t = 360)]
+    pub height: i64,
+    #[arg(long, default_value_t = 480)]
+    pub width: i64,
+    #[arg(long, default_value_t = 40)]
+    pub samples: usize,
+    /// Samples per batch for the prefix mode.
+    #[arg(long, default_value_t = 4)]
+    pub chunk: usize,
+    /// Modes to time: loop (T full passes), batch (one batch of T), prefix (the sampler).
+    #[arg(long, value_delimiter = ',', default_value = "loop,batch,prefix")]
+    pub modes: Vec<BenchMode>,
+    /// Timed runs per mode (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    Loop,
+    Batch,
+    Prefix,
+}
+
+#[derive(Args, Debug)]
+pub struct InitModelArgs {
+    #[arg(long, value_enum, default_value_t = Arch::Segnet)]
+    pub arch: Arch,
+    /// Channel multiplier.
+    #[arg(long, default_value_t = 0.25)]
+    pub width: f64,
+    /// Network input size HxW (images are resized to it), e.g. 180x240; default: native size.
+    #[arg(long)]
+    pub input_size: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, short)]
+    pub out: PathBuf,
+}

@@ -1,0 +1,458 @@
+//! Configuration: the model (stored with every checkpoint), the data, training and inference
+//! defaults. One YAML file holds all four sections (`configs/*.yaml`); unknown keys are errors.
+//!
+//! `Default` holds Bayesian SegNet's values (Kendall et al. 2015): dropout p = 0.5 at the central
+//! positions, SGD with momentum 0.9 and weight decay 5e-4, CamVid's 11 classes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// VGG16 layout: 13 conv 3x3 + BN + ReLU, five pools, mirrored decoder.
+    Segnet,
+    /// SegNet-Basic: 4 encoders and 4 decoders of 64 channels, 7x7 kernels.
+    Basic,
+}
+
+impl Arch {
+    /// Number of encoder (and decoder) stages.
+    pub fn stages(self) -> usize {
+        match self {
+            Arch::Segnet => 5,
+            Arch::Basic => 4,
+        }
+    }
+
+    /// Bayesian SegNet's dropout placement: the central encoders and decoders.
+    pub fn central_dropout(self) -> Vec<String> {
+        let names: &[&str] = match self {
+            Arch::Segnet => &["enc3", "enc4", "enc5", "dec5", "dec4", "dec3"],
+            Arch::Basic => &["enc3", "enc4", "dec4", "dec3"],
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// The network. Saved in every checkpoint's metadata, so weights always travel with the
+/// architecture they belong to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Channel multiplier: 1.0 is the paper's width (64..512 for SegNet, 64 for Basic).
+    pub width: f64,
+    /// Number of real classes; label value `classes` is void (ignored).
+    pub classes: i64,
+    /// Element-wise dropout probability.
+    pub dropout: f64,
+    /// Stages followed by dropout: `enc1`..`enc5`, `dec5`..`dec1` (decoder `decN` mirrors
+    /// encoder `encN`). Empty list: no dropout. Default: the central placement.
+    pub dropout_after: Option<Vec<String>>,
+    /// Network input size `[height, width]`; images are resized to it and the outputs resized
+    /// back. `null`: run at each image's own size.
+    pub input_size: Option<[i64; 2]>,
+    /// Per-channel normalisation applied to RGB in [0, 1].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Class names, `classes` of them (void excluded).
+    pub class_names: Vec<String>,
+    /// RGB colour per class, `classes + 1` of them (the last is void).
+    pub palette: Vec<[u8; 3]>,
+}
+
+pub const CAMVID_CLASSES: [&str; 11] = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+];
+
+/// The original `Scripts/camvid11.png` look-up table; index 11 (void) is black.
+pub const CAMVID_PALETTE: [[u8; 3]; 12] = [
+    [128, 128, 128],
+    [128, 0, 0],
+    [192, 192, 128],
+    [128, 64, 128],
+    [60, 40, 222],
+    [128, 128, 0],
+    [192, 128, 128],
+    [64, 64, 128],
+    [64, 0, 128],
+    [64, 64, 0],
+    [0, 128, 192],
+    [0, 0, 0],
+];
+
+/// The original Bayesian SegNet prototxt's median-frequency weights for CamVid.
+pub const CAMVID_WEIGHTS: [f32; 11] = [
+    0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614,
+];
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            arch: Arch::Segnet,
+            width: 1.0,
+            classes: 11,
+            dropout: 0.5,
+            dropout_after: None,
+            input_size: None,
+            mean: [0.39, 0.41, 0.43],
+            std: [0.30, 0.31, 0.30],
+            class_names: CAMVID_CLASSES.iter().map(|s| s.to_string()).collect(),
+            palette: CAMVID_PALETTE.to_vec(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Stage names followed by dropout, resolved from the default when not given.
+    pub fn dropout_stages(&self) -> Vec<String> {
+        self.dropout_after
+            .clone()
+            .unwrap_or_else(|| self.arch.central_dropout())
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.width > 0.0 && self.width <= 4.0,
+            "`model.width` must be in (0, 4], got {}",
+            self.width
+        );
+        ensure!(
+            (1..=255).contains(&self.classes),
+            "`model.classes` must be between 1 and 255, got {}",
+            self.classes
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.dropout),
+            "`model.dropout` must be in [0, 1), got {}",
+            self.dropout
+        );
+        let n = self.arch.stages();
+        for s in self.dropout_stages() {
+            let ok = ["enc", "dec"].iter().any(|p| {
+                s.strip_prefix(p)
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| (1..=n).contains(&i))
+            });
+            ensure!(
+                ok,
+                "`model.dropout_after` entry `{s}` is not a stage of {:?}: use enc1..enc{n} or dec{n}..dec1",
+                self.arch
+            );
+        }
+        if let Some([h, w]) = self.input_size {
+            ensure!(
+                h >= 32 && w >= 32,
+                "`model.input_size` must be at least [32, 32], got [{h}, {w}]"
+            );
+        }
+        ensure!(
+            self.std.iter().all(|s| *s > 0.0),
+            "`model.std` must be positive"
+        );
+        ensure!(
+            self.class_names.len() == self.classes as usize,
+            "`model.class_names` has {} names but `model.classes` is {}",
+            self.class_names.len(),
+            self.classes
+        );
+        ensure!(
+            self.palette.len() == self.classes as usize + 1,
+            "`model.palette` needs {} colours (one per class, then void), got {}",
+            self.classes + 1,
+            self.palette.len()
+        );
+        Ok(())
+    }
+
+    /// Index of the void label.
+    pub fn void(&self) -> i64 {
+        self.classes
+    }
+}
+
+/// How labels are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelFormat {
+    /// 8-bit PNG of class indices, void = classes.
+    Index,
+    /// RGB PNG coloured with `model.palette`.
+    Colour,
+}
+
+/// Class weights for the loss.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeights {
+    /// Median-frequency balancing computed from the training labels.
+    Median,
+    /// No weighting.
+    None,
+    /// Given explicitly, one per class.
+    Given(Vec<f32>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    pub hflip: bool,
+    /// Random scale range `[min, max]` applied before cropping to `model.input_size`; `null`: none.
+    pub scale: Option<[f32; 2]>,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            hflip: true,
+            scale: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset folder; relative paths are taken from the config file's folder.
+    pub root: PathBuf,
+    pub train_split: String,
+    pub val_split: String,
+    pub label_format: LabelFormat,
+    pub class_weights: ClassWeights,
+    pub augment: AugmentConfig,
+    /// Use at most this many images per split (0: all). For quick experiments and tests.
+    pub limit: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            root: PathBuf::from("../shared/data/camvid"),
+            train_split: "train".into(),
+            val_split: "val".into(),
+            label_format: LabelFormat::Index,
+            class_weights: ClassWeights::Median,
+            augment: AugmentConfig::default(),
+            limit: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    Constant,
+    /// Cosine decay to 1% of the initial rate over all epochs.
+    Cosine,
+    /// Polynomial decay (power 0.9) to zero.
+    Poly,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear warm-up over this many steps.
+    pub warmup_steps: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Write a resumable checkpoint every this many steps (and at every epoch end).
+    pub checkpoint_every: usize,
+    /// Validate every this many epochs.
+    pub val_every: usize,
+    /// MC samples for validation (0: weight averaging only).
+    pub val_samples: usize,
+    /// Re-estimate batch-norm statistics over the training set after training (dropout off).
+    pub bn_recalibrate: bool,
+    /// Stop after this many minutes of training (0: no limit); the run ends cleanly.
+    pub max_minutes: f64,
+    /// Images decoded ahead of the training step.
+    pub prefetch: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            optimizer: Optimizer::Sgd,
+            lr: 0.001,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            epochs: 100,
+            batch_size: 4,
+            seed: 0,
+            checkpoint_every: 200,
+            val_every: 1,
+            val_samples: 0,
+            bn_recalibrate: false,
+            max_minutes: 0.0,
+            prefetch: 16,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferConfig {
+    pub samples: usize,
+    pub chunk: usize,
+}
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        InferConfig {
+            samples: 40,
+            chunk: 4,
+        }
+    }
+}
+
+/// A whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub infer: InferConfig,
+}
+
+impl Config {
+    /// Reads and validates a YAML file; `data.root` is resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut cfg: Config = serde_yaml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "config {}: {e} (see configs/camvid.yaml for the accepted keys)",
+                path.display()
+            )
+        })?;
+        if cfg.data.root.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let joined = base.join(&cfg.data.root);
+            cfg.data.root = if joined.exists() {
+                joined
+            } else {
+                cfg.data.root.clone()
+            };
+        }
+        cfg.validate()
+            .with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let t = &self.train;
+        ensure!(t.lr > 0.0, "`train.lr` must be positive, got {}", t.lr);
+        ensure!(t.batch_size >= 1, "`train.batch_size` must be at least 1");
+        ensure!(t.epochs >= 1, "`train.epochs` must be at least 1");
+        ensure!(
+            (0.0..1.0).contains(&t.momentum),
+            "`train.momentum` must be in [0, 1), got {}",
+            t.momentum
+        );
+        ensure!(
+            t.weight_decay >= 0.0,
+            "`train.weight_decay` must be >= 0, got {}",
+            t.weight_decay
+        );
+        ensure!(t.val_every >= 1, "`train.val_every` must be at least 1");
+        ensure!(
+            t.checkpoint_every >= 1,
+            "`train.checkpoint_every` must be at least 1"
+        );
+        ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
+        ensure!(self.infer.samples >= 1, "`infer.samples` must be at least 1");
+        ensure!(self.infer.chunk >= 1, "`infer.chunk` must be at least 1");
+        if let ClassWeights::Given(w) = &self.data.class_weights {
+            ensure!(
+                w.len() == self.model.classes as usize,
+                "`data.class_weights` has {} values but `model.classes` is {}",
+                w.len(),
+                self.model.classes
+            );
+            if w.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                bail!("`data.class_weights` must be finite and >= 0");
+            }
+        }
+        if let Some([lo, hi]) = self.data.augment.scale {
+            ensure!(
+                lo > 0.0 && lo <= hi,
+                "`data.augment.scale` must be [min, max] with 0 < min <= max, got [{lo}, {hi}]"
+            );
+            ensure!(
+                self.model.input_size.is_some(),
+                "`data.augment.scale` needs `model.input_size` (the crop size)"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = serde_yaml::from_str::<Config>("model:\n  widht: 0.5\n").unwrap_err();
+        assert!(err.to_string().contains("widht"), "{err}");
+    }
+
+    #[test]
+    fn bad_dropout_stage_names_the_key() {
+        let mut m = ModelConfig {
+            arch: Arch::Basic,
+            ..Default::default()
+        };
+        m.dropout_after = Some(vec!["enc5".into()]);
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains("model.dropout_after"), "{err}");
+    }
+
+    #[test]
+    fn yaml_round_trip() {
+        let c = Config::default();
+        let back: Config = serde_yaml::from_str(&c.to_yaml()).unwrap();
+        assert_eq!(c, back);
+    }
+}

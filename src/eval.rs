@@ -1,0 +1,4 @@
+//! (to be written)
+pub fn run(_args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}

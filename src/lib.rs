@@ -1,0 +1,25 @@
+//! segnet-bayes: Bayesian SegNet (Kendall, Badrinarayanan, Cipolla 2015) on libtorch.
+//!
+//! Follow an image through the crate: `cli` parses the command, `infer` reads the image
+//! (`image_io`), runs the Monte Carlo sampler (`mc`) over the network (`model`), and hands the
+//! class probabilities and uncertainty maps to `render`, which writes the PNGs.
+//! Training (`train`) reads `data`, evaluation (`eval`) scores with `metrics`.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod image_io;
+pub mod infer;
+pub mod mc;
+pub mod metrics;
+pub mod model;
+pub mod render;
+pub mod train;
+
+/// libtorch has one global random generator: tests that seed it take this lock, so tests
+/// running in parallel threads do not draw from each other's sequence.
+#[cfg(test)]
+pub(crate) static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1,0 +1,330 @@
+//! The Monte Carlo dropout sampler, used by every command that predicts.
+//!
+//! T stochastic passes with dropout on and batch norm on its running statistics (Bayesian
+//! SegNet). The deterministic prefix (everything before the first dropout, pooling switches
+//! included) runs once per image; the samples run through the suffix in chunks, and the
+//! statistics are accumulated as chunks arrive (Chan et al.'s parallel mean/variance update, in
+//! fp32), so memory does not grow with T: there is never a stack of T probability maps.
+//!
+//! Outputs per pixel: mean softmax, its argmax, the softmax variance across samples averaged over
+//! classes (Bayesian SegNet's uncertainty map; population variance, divided by T), predictive
+//! entropy H[mean p], and mutual information H[mean p] - mean H[p] (Gal 2016).
+
+use anyhow::{ensure, Result};
+use tch::{Kind, Tensor};
+
+use crate::model::{Mode, SegNet};
+use crate::render::Measure;
+
+/// How to sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct McOptions {
+    /// T, the number of stochastic passes.
+    pub samples: usize,
+    /// Samples run through the network together.
+    pub chunk: usize,
+    /// Seeds libtorch's generator before each image: identical inputs give identical outputs.
+    pub seed: Option<u64>,
+}
+
+impl McOptions {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.samples >= 1,
+            "--samples must be at least 1 (use 1 with --no-dropout for weight averaging)"
+        );
+        ensure!(self.chunk >= 1, "--chunk must be at least 1");
+        Ok(())
+    }
+}
+
+/// The sampler's result for one image.
+#[derive(Debug)]
+pub struct Prediction {
+    /// `[K, H, W]` mean class probabilities.
+    pub probs: Tensor,
+    /// `[H, W]` softmax variance across samples, averaged over classes.
+    pub variance: Tensor,
+    /// `[H, W]` predictive entropy of the mean probabilities (nats).
+    pub entropy: Tensor,
+    /// `[H, W]` mutual information between prediction and weights (nats).
+    pub mutual_info: Tensor,
+    /// Number of passes behind these statistics.
+    pub samples: usize,
+}
+
+impl Prediction {
+    /// `[H, W]` int64 argmax class.
+    pub fn class_map(&self) -> Tensor {
+        self.probs.argmax(0, false)
+    }
+
+    /// `[H, W]` highest mean probability.
+    pub fn confidence(&self) -> Tensor {
+        self.probs.max_dim(0, false).0
+    }
+
+    pub fn measure(&self, m: Measure) -> &Tensor {
+        match m {
+            Measure::Variance => &self.variance,
+            Measure::Entropy => &self.entropy,
+            Measure::MutualInfo => &self.mutual_info,
+        }
+    }
+
+    /// The same prediction at another size: probabilities and uncertainty maps are resized
+    /// bilinearly (smooth boundaries, not nearest-neighbour blocks), then the probabilities are
+    /// renormalised.
+    pub fn resize(&self, h: i64, w: i64) -> Prediction {
+        let size = self.probs.size();
+        if size[1] == h && size[2] == w {
+            return self.shallow_clone();
+        }
+        let up = |t: &Tensor| {
+            t.unsqueeze(0)
+                .upsample_bilinear2d([h, w], false, None, None)
+                .squeeze_dim(0)
+        };
+        let maps = Tensor::stack(&[&self.variance, &self.entropy, &self.mutual_info], 0);
+        let maps = up(&maps).clamp_min(0.0);
+        let probs = up(&self.probs).clamp_min(0.0);
+        let probs = &probs / probs.sum_dim_intlist(0, true, Kind::Float).clamp_min(1e-12);
+        Prediction {
+            probs,
+            variance: maps.get(0),
+            entropy: maps.get(1),
+            mutual_info: maps.get(2),
+            samples: self.samples,
+        }
+    }
+
+    fn shallow_clone(&self) -> Prediction {
+        Prediction {
+            probs: self.probs.shallow_clone(),
+            variance: self.variance.shallow_clone(),
+            entropy: self.entropy.shallow_clone(),
+            mutual_info: self.mutual_info.shallow_clone(),
+            samples: self.samples,
+        }
+    }
+}
+
+/// Streaming mean and variance of softmax samples, and the mean per-sample entropy.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    n: i64,
+    /// `[K, H, W]`
+    mean: Option<Tensor>,
+    /// `[K, H, W]` sum of squared deviations from the mean.
+    m2: Option<Tensor>,
+    /// `[H, W]` summed entropy of the individual samples.
+    entropy_sum: Option<Tensor>,
+}
+
+/// `-sum_k p log p` over dim `dim`, safe at p = 0.
+fn entropy(p: &Tensor, dim: i64) -> Tensor {
+    -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(dim, false, Kind::Float)
+}
+
+impl Accumulator {
+    pub fn new() -> Accumulator {
+        Accumulator::default()
+    }
+
+    /// Adds a chunk of sample probabilities.
+    ///
+    /// # Shapes
+    /// `probs: [B, K, H, W]`, softmax over K.
+    pub fn add(&mut self, probs: &Tensor) {
+        let probs = probs.to_kind(Kind::Float);
+        let b = probs.size()[0];
+        let chunk_mean = probs.mean_dim(0, false, Kind::Float);
+        let chunk_m2 = (&probs - chunk_mean.unsqueeze(0))
+            .square()
+            .sum_dim_intlist(0, false, Kind::Float);
+        let chunk_entropy = entropy(&probs, 1).sum_dim_intlist(0, false, Kind::Float);
+        match (&mut self.mean, &mut self.m2, &mut self.entropy_sum) {
+            (Some(mean), Some(m2), Some(ent)) => {
+                let n = self.n as f64;
+                let total = n + b as f64;
+                let delta = &chunk_mean - &*mean;
+                let _ = mean.g_add_(&(&delta * (b as f64 / total)));
+                let _ = m2.g_add_(&(chunk_m2 + delta.square() * (n * b as f64 / total)));
+                let _ = ent.g_add_(&chunk_entropy);
+            }
+            _ => {
+                self.mean = Some(chunk_mean);
+                self.m2 = Some(chunk_m2);
+                self.entropy_sum = Some(chunk_entropy);
+            }
+        }
+        self.n += b;
+    }
+
+    pub fn count(&self) -> i64 {
+        self.n
+    }
+
+    /// The statistics of everything added. Panics when nothing was added.
+    pub fn finish(self) -> Prediction {
+        let n = self.n as f64;
+        let mean = self.mean.expect("at least one sample");
+        let variance = (self.m2.expect("m2") / n).mean_dim(0, false, Kind::Float);
+        let predictive = entropy(&mean, 0);
+        let expected = self.entropy_sum.expect("entropy") / n;
+        let mutual_info = (&predictive - expected).clamp_min(0.0);
+        Prediction {
+            probs: mean,
+            variance,
+            entropy: predictive,
+            mutual_info,
+            samples: self.n as usize,
+        }
+    }
+}
+
+/// T Monte Carlo dropout samples of one image.
+///
+/// # Shapes
+/// `image: [3, H, W]` normalised, on the network's device; the prediction has the same H, W.
+pub fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
+    opts.validate()?;
+    if !net.is_stochastic() {
+        // Nothing random to sample: T identical passes are one pass.
+        return Ok(weight_average(net, image));
+    }
+    if let Some(seed) = opts.seed {
+        tch::manual_seed(seed as i64);
+    }
+    let pred = tch::no_grad(|| {
+        let prefix = net.prefix(&image.unsqueeze(0), false);
+        let mut acc = Accumulator::new();
+        let mut expanded: Option<(i64, crate::model::Prefix)> = None;
+        let mut left = opts.samples as i64;
+        while left > 0 {
+            let b = left.min(opts.chunk as i64);
+            if expanded.as_ref().map(|(n, _)| *n) != Some(b) {
+                expanded = Some((b, prefix.expand(b)));
+            }
+            let (_, pre) = expanded.as_ref().expect("just set");
+            let logits = net.suffix(pre, Mode::MC);
+            acc.add(&logits.softmax(1, Kind::Float));
+            left -= b;
+        }
+        acc.finish()
+    });
+    Ok(pred)
+}
+
+/// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
+pub fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
+    tch::no_grad(|| {
+        let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
+        let mut acc = Accumulator::new();
+        acc.add(&logits.softmax(1, Kind::Float));
+        acc.finish()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Arch, ModelConfig};
+    use tch::{nn, Device};
+
+    fn net(dropout: f64) -> (nn::VarStore, SegNet) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = ModelConfig {
+            arch: Arch::Segnet,
+            width: 0.125,
+            dropout,
+            ..Default::default()
+        };
+        let n = SegNet::new(&vs.root(), &cfg);
+        (vs, n)
+    }
+
+    #[test]
+    fn streamed_statistics_equal_a_naive_stack() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(3);
+        let probs = Tensor::rand([10, 4, 5, 6], (Kind::Float, Device::Cpu)).softmax(1, Kind::Float);
+        let mut acc = Accumulator::new();
+        for (start, len) in [(0, 3), (3, 3), (6, 1), (7, 3)] {
+            acc.add(&probs.narrow(0, start, len));
+        }
+        let p = acc.finish();
+        let mean = probs.mean_dim(0, false, Kind::Float);
+        let var = probs.var_dim(0, false, false).mean_dim(0, false, Kind::Float);
+        let h_mean = entropy(&mean, 0);
+        let mi = &h_mean - entropy(&probs, 1).mean_dim(0, false, Kind::Float);
+        assert!(p.probs.allclose(&mean, 1e-6, 1e-6, false));
+        assert!(p.variance.allclose(&var, 1e-5, 1e-7, false));
+        assert!(p.entropy.allclose(&h_mean, 1e-5, 1e-6, false));
+        assert!(p.mutual_info.allclose(&mi.clamp_min(0.0), 1e-4, 1e-6, false));
+        assert_eq!(p.samples, 10);
+    }
+
+    #[test]
+    fn chunking_does_not_change_the_result() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, n) = net(0.5);
+        let x = Tensor::randn([3, 45, 61], (Kind::Float, Device::Cpu));
+        let opts = |chunk| McOptions {
+            samples: 6,
+            chunk,
+            seed: Some(11),
+        };
+        let a = sample(&n, &x, &opts(6)).unwrap();
+        let b = sample(&n, &x, &opts(6)).unwrap();
+        assert!(a.probs.equal(&b.probs), "same seed, same output");
+        assert!(a.variance.max().double_value(&[]) > 0.0);
+        let c = sample(&n, &x, &opts(2)).unwrap();
+        assert_eq!(c.probs.size(), vec![11, 45, 61]);
+    }
+
+    #[test]
+    fn p_zero_has_zero_variance_and_equals_weight_averaging() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, n) = net(0.0);
+        let x = Tensor::randn([3, 40, 48], (Kind::Float, Device::Cpu));
+        let opts = McOptions {
+            samples: 5,
+            chunk: 2,
+            seed: None,
+        };
+        let mc = sample(&n, &x, &opts).unwrap();
+        let wa = weight_average(&n, &x);
+        assert_eq!(mc.variance.abs().max().double_value(&[]), 0.0);
+        assert_eq!(mc.mutual_info.abs().max().double_value(&[]), 0.0);
+        assert!(mc.probs.allclose(&wa.probs, 1e-6, 1e-7, false));
+    }
+
+    #[test]
+    fn resize_keeps_probabilities_normalised() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, n) = net(0.5);
+        let x = Tensor::randn([3, 32, 40], (Kind::Float, Device::Cpu));
+        let p = weight_average(&n, &x).resize(64, 81);
+        assert_eq!(p.probs.size(), vec![11, 64, 81]);
+        assert_eq!(p.variance.size(), vec![64, 81]);
+        let sums = p.probs.sum_dim_intlist(0, false, Kind::Float);
+        assert!(sums.allclose(&Tensor::ones_like(&sums), 1e-5, 1e-5, false));
+    }
+
+    #[test]
+    fn zero_samples_is_an_error() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, n) = net(0.5);
+        let x = Tensor::randn([3, 32, 32], (Kind::Float, Device::Cpu));
+        let opts = McOptions {
+            samples: 0,
+            chunk: 1,
+            seed: None,
+        };
+        assert!(sample(&n, &x, &opts)
+            .unwrap_err()
+            .to_string()
+            .contains("--samples"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The building blocks: conv + batch norm (+ ReLU), and encoder/decoder stages that pool and
+//! unpool with recorded indices.
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+/// Conv (k x k, same padding) + batch norm + optional ReLU.
+///
+/// Batch norm is driven by its own `bn_train` flag, never by "is the model training": MC
+/// dropout needs dropout on while batch norm uses its running statistics.
+#[derive(Debug)]
+pub struct ConvBn {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+    relu: bool,
+    padding: i64,
+    /// Conv weight and bias with batch norm folded in, for inference (see [`ConvBn::fold`]).
+    folded: Option<(Tensor, Tensor)>,
+}
+
+impl ConvBn {
+    pub fn new(p: nn::Path, cin: i64, cout: i64, k: i64, relu: bool) -> ConvBn {
+        let cfg = nn::ConvConfig {
+            padding: k / 2,
+            ..Default::default()
+        };
+        ConvBn {
+            conv: nn::conv2d(&p / "conv", cin, cout, k, cfg),
+            bn: nn::batch_norm2d(&p / "bn", cout, Default::default()),
+            relu,
+            padding: k / 2,
+            folded: None,
+        }
+    }
+
+    /// # Shapes
+    /// `[N, cin, H, W]` -> `[N, cout, H, W]`
+    pub fn forward(&self, xs: &Tensor, bn_train: bool) -> Tensor {
+        let mut ys = match (&self.folded, bn_train) {
+            (Some((w, b)), false) => xs.conv2d(w, Some(b), 1, self.padding, 1, 1),
+            _ => self.bn.forward_t(&xs.apply(&self.conv), bn_train),
+        };
+        if self.relu {
+            ys.relu_()
+        } else {
+            ys
+        }
+    }
+
+    /// Folds the batch-norm running statistics into the conv weights, so that inference
+    /// (`bn_train = false`) runs one conv instead of conv + normalisation. Call again after the
+    /// weights change; training (`bn_train = true`) ignores the folded copy.
+    pub fn fold(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let eps = 1e-5;
+        let gamma = self.bn.ws.as_ref().expect("affine batch norm");
+        let beta = self.bn.bs.as_ref().expect("affine batch norm");
+        let scale = gamma / (&self.bn.running_var + eps).sqrt(); // [cout]
+        let w = &self.conv.ws * scale.view([-1, 1, 1, 1]);
+        let bias = match &self.conv.bs {
+            Some(b) => b.shallow_clone(),
+            None => Tensor::zeros_like(&self.bn.running_mean),
+        };
+        let b = (bias - &self.bn.running_mean) * &scale + beta;
+        self.folded = Some((w.detach(), b.detach()));
+    }
+
+    pub fn unfold(&mut self) {
+        self.folded = None;
+    }
+}
+
+/// Where a pool happened: the argmax indices and the size before pooling, so the decoder
+/// can unpool to exactly that size (360 -> 180 -> 90 -> 45 -> 22 must come back to 45).
+#[derive(Debug)]
+pub struct Switches {
+    /// `[N, C, H/2, W/2]` int64
+    pub indices: Tensor,
+    /// `[H, W]` before pooling
+    pub size: [i64; 2],
+}
+
+impl Switches {
+    /// The same switches for `n` samples of one image (`indices` has batch 1).
+    pub fn expand(&self, n: i64) -> Switches {
+        let mut shape = self.indices.size();
+        shape[0] = n;
+        Switches {
+            indices: self.indices.expand(&shape, false).contiguous(),
+            size: self.size,
+        }
+    }
+}
+
+/// An encoder stage: convs, then a 2x2 max pool that keeps its indices.
+#[derive(Debug)]
+pub struct Encoder {
+    convs: Vec<ConvBn>,
+}
+
+impl Encoder {
+    pub fn new(p: nn::Path, channels: &[(i64, i64)], k: i64) -> Encoder {
+        let convs = channels
+            .iter()
+            .enumerate()
+            .map(|(i, &(cin, cout))| ConvBn::new(&p / format!("{}", i + 1), cin, cout, k, true))
+            .collect();
+        Encoder { convs }
+    }
+
+    /// # Shapes
+    /// `[N, C, H, W]` -> `[N, C', floor(H/2), floor(W/2)]` and the switches.
+    pub fn forward(&self, xs: &Tensor, bn_train: bool) -> (Tensor, Switches) {
+        let ys = self
+            .convs
+            .iter()
+            .fold(xs.shallow_clone(), |x, c| c.forward(&x, bn_train));
+        let size = [ys.size()[2], ys.size()[3]];
+        let (pooled, indices) = ys.max_pool2d_with_indices([2, 2], [2, 2], [0, 0], [1, 1], false);
+        (pooled, Switches { indices, size })
+    }
+
+    pub fn fold(&mut self) {
+        self.convs.iter_mut().for_each(ConvBn::fold);
+    }
+}
+
+/// A decoder stage: unpool with the mirrored encoder's switches, then convs.
+#[derive(Debug)]
+pub struct Decoder {
+    convs: Vec<ConvBn>,
+}
+
+impl Decoder {
+    /// `relu[i]` says whether conv i is followed by ReLU (SegNet-Basic's decoder has none).
+    pub fn new(p: nn::Path, channels: &[(i64, i64)], k: i64, relu: bool) -> Decoder {
+        let convs = channels
+            .iter()
+            .enumerate()
+            .map(|(i, &(cin, cout))| ConvBn::new(&p / format!("{}", i + 1), cin, cout, k, relu))
+            .collect();
+        Decoder { convs }
+    }
+
+    /// # Shapes
+    /// `[N, C, h, w]` -> `[N, C', H, W]` with `[H, W] = switches.size`.
+    pub fn forward(&self, xs: &Tensor, switches: &Switches, bn_train: bool) -> Tensor {
+        let up = xs.max_unpool2d(&switches.indices, switches.size);
+        self.convs.iter().fold(up, |x, c| c.forward(&x, bn_train))
+    }
+
+    pub fn fold(&mut self) {
+        self.convs.iter_mut().for_each(ConvBn::fold);
+    }
+}
