@@ -195,16 +195,25 @@ pub enum LabelFormat {
     Colour,
 }
 
-/// Class weights for the loss.
+/// Class weights for the loss: `median`, `none`, or a list with one weight per class.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(
+    untagged,
+    expecting = "`median`, `none` or a list of one weight per class"
+)]
 pub enum ClassWeights {
+    /// Given explicitly, one per class.
+    Given(Vec<f32>),
+    Computed(WeightMethod),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightMethod {
     /// Median-frequency balancing computed from the training labels.
     Median,
     /// No weighting.
     None,
-    /// Given explicitly, one per class.
-    Given(Vec<f32>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -245,7 +254,7 @@ impl Default for DataConfig {
             train_split: "train".into(),
             val_split: "val".into(),
             label_format: LabelFormat::Index,
-            class_weights: ClassWeights::Median,
+            class_weights: ClassWeights::Computed(WeightMethod::Median),
             augment: AugmentConfig::default(),
             limit: 0,
         }
@@ -392,7 +401,10 @@ impl Config {
             "`train.checkpoint_every` must be at least 1"
         );
         ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
-        ensure!(self.infer.samples >= 1, "`infer.samples` must be at least 1");
+        ensure!(
+            self.infer.samples >= 1,
+            "`infer.samples` must be at least 1"
+        );
         ensure!(self.infer.chunk >= 1, "`infer.chunk` must be at least 1");
         if let ClassWeights::Given(w) = &self.data.class_weights {
             ensure!(
@@ -447,6 +459,16 @@ mod tests {
         m.dropout_after = Some(vec!["enc5".into()]);
         let err = m.validate().unwrap_err().to_string();
         assert!(err.contains("model.dropout_after"), "{err}");
+    }
+
+    #[test]
+    fn class_weights_accept_a_name_or_a_list() {
+        let c: DataConfig = serde_yaml::from_str("class_weights: none").unwrap();
+        assert_eq!(c.class_weights, ClassWeights::Computed(WeightMethod::None));
+        let c: DataConfig = serde_yaml::from_str("class_weights: [1, 2.5]").unwrap();
+        assert_eq!(c.class_weights, ClassWeights::Given(vec![1.0, 2.5]));
+        let err = serde_yaml::from_str::<DataConfig>("class_weights: medain").unwrap_err();
+        assert!(err.to_string().contains("median"), "{err}");
     }
 
     #[test]

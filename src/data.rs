@@ -1062,16 +1062,3 @@ mod tests {
         assert!(loader.next().is_none());
     }
 }
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn scratch_weights() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/camvid");
-        let pairs = discover(&root, "train", 0).unwrap();
-        let cfg = DataConfig { root: root.clone(), ..Default::default() };
-        let w = median_frequency_weights(&pairs, &cfg, &ModelConfig::default()).unwrap();
-        println!("{w:?}");
-    }
-}

@@ -1,4 +1,307 @@
-//! (to be written)
-pub fn run(_args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+//! `segnet-bayes eval`: accuracy (global, class average, mIoU, per-class IoU) for weight
+//! averaging and for MC sampling in one run, and how well each uncertainty measure predicts
+//! error (accuracy of the most certain pixels, calibration, PAvPU). Streams the split: memory
+//! does not grow with the number of images.
+//!
+//! Also [`validate`], the quick check `train` runs after each epoch (at the network's input
+//! size, labels resized with nearest neighbour).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::cli::EvalArgs;
+use crate::config::{DataConfig, ModelConfig};
+use crate::data::{self, Loader, Pair};
+use crate::infer::{class_bytes, to_vec_f32, write_json_atomic, Predictor};
+use crate::mc::{self, McOptions, Prediction};
+use crate::metrics::{Confusion, UncertaintyStats};
+use crate::model::{Mode, SegNet};
+use crate::plot;
+use crate::render::{Measure, Scale};
+
+/// Confusion matrices of a validation pass.
+pub struct Validation {
+    pub wa: Confusion,
+    pub mc: Option<Confusion>,
+}
+
+/// Scores `net` on `pairs` at the network's input size: weight averaging in batches of 4, and
+/// MC dropout with `samples` passes when `samples > 0`.
+pub fn validate(
+    net: &SegNet,
+    pairs: &[Pair],
+    data_cfg: &DataConfig,
+    model: &ModelConfig,
+    device: Device,
+    samples: usize,
+) -> Result<Validation> {
+    let k = model.classes as usize;
+    let mut wa = Confusion::new(k);
+    let mut mc_conf = (samples > 0).then(|| Confusion::new(k));
+    let order: Vec<usize> = (0..pairs.len()).collect();
+    let mut loader = Loader::new(
+        Arc::new(pairs.to_vec()),
+        order,
+        4,
+        data_cfg.clone(),
+        model.clone(),
+        None,
+        8,
+        false,
+    );
+    let bytes = |t: &Tensor| {
+        Vec::<u8>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Uint8).flatten(0, -1))
+            .expect("class map")
+    };
+    while let Some(batch) = loader.next() {
+        let batch = batch?;
+        let images = batch.images.to_device(device);
+        let gt = bytes(&batch.labels);
+        let pred = tch::no_grad(|| net.forward(&images, Mode::DETERMINISTIC).argmax(1, false));
+        wa.add(&gt, &bytes(&pred));
+        if let Some(conf) = mc_conf.as_mut() {
+            let opts = McOptions {
+                samples,
+                chunk: samples.min(8),
+                seed: None,
+            };
+            for i in 0..images.size()[0] {
+                let p = mc::sample(net, &images.get(i), &opts)?;
+                let gt_i = bytes(&batch.labels.get(i));
+                conf.add(&gt_i, &bytes(&p.class_map()));
+            }
+        }
+    }
+    Ok(Validation { wa, mc: mc_conf })
+}
+
+/// Scores of one way of predicting (weight averaging or MC).
+#[derive(Serialize)]
+pub struct Scores {
+    pub global_accuracy: f64,
+    pub class_average_accuracy: f64,
+    pub mean_iou: f64,
+    pub per_class_iou: Vec<(String, Option<f64>)>,
+    pub ece: f64,
+    pub reliability: Vec<(f64, f64, u64)>,
+}
+
+/// How well one uncertainty measure predicts error.
+#[derive(Serialize)]
+pub struct UncertaintyQuality {
+    pub measure: String,
+    pub prediction: String,
+    /// (fraction of most certain pixels kept, their accuracy)
+    pub accuracy_at_kept: Vec<(f64, f64)>,
+    /// PAvPU with the threshold at the median uncertainty.
+    pub pavpu_median: f64,
+    pub median_threshold: f32,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub model: String,
+    pub data: String,
+    pub split: String,
+    pub images: usize,
+    pub samples: usize,
+    pub seconds: f64,
+    pub weight_averaging: Scores,
+    pub mc_dropout: Scores,
+    pub uncertainty: Vec<UncertaintyQuality>,
+}
+
+/// Everything accumulated over a split, for one prediction mode.
+struct Tally {
+    confusion: Confusion,
+    /// One per measure (weight averaging only has entropy).
+    stats: Vec<(Measure, UncertaintyStats)>,
+}
+
+impl Tally {
+    fn new(classes: usize, measures: &[Measure]) -> Tally {
+        Tally {
+            confusion: Confusion::new(classes),
+            stats: measures
+                .iter()
+                .map(|m| {
+                    (
+                        *m,
+                        UncertaintyStats::new(Scale::fixed(*m, classes).max.max(1e-6)),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn add(&mut self, pred: &Prediction, gt: &[u8], void: u8) {
+        let classes = class_bytes(pred);
+        self.confusion.add(gt, &classes);
+        let confidence = to_vec_f32(&pred.confidence());
+        for (m, s) in &mut self.stats {
+            s.add(
+                &to_vec_f32(pred.measure(*m)),
+                &confidence,
+                gt,
+                &classes,
+                void,
+            );
+        }
+    }
+
+    fn scores(&self, names: &[String]) -> Scores {
+        let c = &self.confusion;
+        let cal = &self.stats[0].1;
+        Scores {
+            global_accuracy: c.global_accuracy(),
+            class_average_accuracy: c.class_average_accuracy(),
+            mean_iou: c.mean_iou(),
+            per_class_iou: names.iter().cloned().zip(c.iou()).collect(),
+            ece: cal.ece(),
+            reliability: cal.reliability(),
+        }
+    }
+
+    fn quality(&self, prediction: &str) -> Vec<UncertaintyQuality> {
+        self.stats
+            .iter()
+            .map(|(m, s)| {
+                let median = s.quantile(0.5);
+                UncertaintyQuality {
+                    measure: m.name().to_string(),
+                    prediction: prediction.to_string(),
+                    accuracy_at_kept: [0.1, 0.5, 0.9, 1.0]
+                        .iter()
+                        .map(|f| (*f, s.accuracy_at_kept(*f)))
+                        .collect(),
+                    pavpu_median: s.pavpu(median),
+                    median_threshold: median,
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let predictor = Predictor::load(&args.sampling, true)?;
+    let model = predictor.config().clone();
+    let data_cfg = DataConfig {
+        root: args.data.clone(),
+        ..Default::default()
+    };
+    let pairs = data::discover(&args.data, &args.split, args.limit)?;
+    crate::infer::prepare_out_dir(&args.out)?;
+    let k = model.classes as usize;
+    let void = model.void() as u8;
+    let all = [Measure::Variance, Measure::Entropy, Measure::MutualInfo];
+    let mut wa = Tally::new(k, &[Measure::Entropy]);
+    let mut mcs = Tally::new(k, &all);
+    let bar = ProgressBar::with_draw_target(Some(pairs.len() as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    let ahead = rayon::current_num_threads().max(2);
+    for chunk in pairs.chunks(ahead) {
+        let loaded: Vec<_> = chunk
+            .par_iter()
+            .map(|p| data::load_pair(p, &data_cfg, &model))
+            .collect();
+        for item in loaded {
+            let (img, (_, _, gt)) = item?;
+            let x = predictor.input(&img);
+            let (h, w) = (img.height() as i64, img.width() as i64);
+            let p_wa = tch::no_grad(|| mc::weight_average(&predictor.net, &x).resize(h, w));
+            wa.add(&p_wa, &gt, void);
+            let p_mc = mc::sample(&predictor.net, &x, &predictor.opts)?;
+            let p_mc = tch::no_grad(|| p_mc.resize(h, w));
+            mcs.add(&p_mc, &gt, void);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let mut uncertainty = mcs.quality("mc");
+    uncertainty.extend(wa.quality("weight-averaging"));
+    let report = Report {
+        model: predictor.path.display().to_string(),
+        data: args.data.display().to_string(),
+        split: args.split.clone(),
+        images: pairs.len(),
+        samples: predictor.opts.samples,
+        seconds: start.elapsed().as_secs_f64(),
+        weight_averaging: wa.scores(&model.class_names),
+        mc_dropout: mcs.scores(&model.class_names),
+        uncertainty,
+    };
+    write_report(&args.out, &report)?;
+    print!("{}", markdown(&report));
+    Ok(())
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}", 100.0 * v)
+}
+
+/// The report as a Markdown document.
+pub fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with T = {}; {:.0} s.\n\n",
+        r.model, r.data, r.split, r.images, r.samples, r.seconds
+    );
+    s += "| prediction | global acc | class avg acc | mIoU | ECE |\n|---|---|---|---|---|\n";
+    for (name, sc) in [
+        ("weight averaging", &r.weight_averaging),
+        (&*format!("MC dropout (T={})", r.samples), &r.mc_dropout),
+    ] {
+        s += &format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            pct(sc.global_accuracy),
+            pct(sc.class_average_accuracy),
+            pct(sc.mean_iou),
+            pct(sc.ece)
+        );
+    }
+    s += "\n| class | IoU (WA) | IoU (MC) |\n|---|---|---|\n";
+    for ((name, a), (_, b)) in r
+        .weight_averaging
+        .per_class_iou
+        .iter()
+        .zip(&r.mc_dropout.per_class_iou)
+    {
+        let f = |v: &Option<f64>| v.map_or("-".into(), pct);
+        s += &format!("| {name} | {} | {} |\n", f(a), f(b));
+    }
+    s += "\nPixel accuracy of the most certain pixels, and PAvPU at the median uncertainty:\n\n";
+    s += "| measure | prediction | 10% | 50% | 90% | 100% | PAvPU |\n|---|---|---|---|---|---|---|\n";
+    for q in &r.uncertainty {
+        let acc: Vec<String> = q.accuracy_at_kept.iter().map(|(_, a)| pct(*a)).collect();
+        s += &format!(
+            "| {} | {} | {} | {} |\n",
+            q.measure,
+            q.prediction,
+            acc.join(" | "),
+            pct(q.pavpu_median)
+        );
+    }
+    s
+}
+
+fn write_report(out: &Path, r: &Report) -> Result<()> {
+    write_json_atomic(&out.join("report.json"), r)?;
+    let md = out.join("report.md");
+    let tmp = md.with_extension("md.tmp");
+    std::fs::write(&tmp, markdown(r)).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &md).with_context(|| format!("cannot write {}", md.display()))?;
+    plot::write_eval_plots(out, r)?;
+    ensure!(out.join("report.json").is_file(), "report not written");
+    Ok(())
 }

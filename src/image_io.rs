@@ -19,10 +19,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
     if reader.format().is_none() {
-        bail!(
-            "{} is not an image (expected PNG or JPEG)",
-            path.display()
-        );
+        bail!("{} is not an image (expected PNG or JPEG)", path.display());
     }
     let img = reader.decode().map_err(|e| {
         anyhow::anyhow!(

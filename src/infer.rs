@@ -134,7 +134,11 @@ pub fn to_vec_f32(t: &Tensor) -> Vec<f32> {
 
 /// Class map `[H, W]` to row-major bytes.
 pub fn class_bytes(pred: &Prediction) -> Vec<u8> {
-    let map = pred.class_map().to_kind(Kind::Uint8).contiguous().flatten(0, -1);
+    let map = pred
+        .class_map()
+        .to_kind(Kind::Uint8)
+        .contiguous()
+        .flatten(0, -1);
     Vec::<u8>::try_from(map).expect("class map")
 }
 
@@ -294,9 +298,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
             .map(|f| image_io::load_rgb(f))
             .collect();
         for ((file, stem), img) in batch_files.iter().zip(batch_stems).zip(decoded) {
-            let result = img.and_then(|img| {
-                infer_one(&predictor, &cfg, args, &img, file, stem)
-            });
+            let result = img.and_then(|img| infer_one(&predictor, &cfg, args, &img, file, stem));
             if let Err(e) = result {
                 failures += 1;
                 eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
@@ -385,7 +387,10 @@ pub fn init_model(args: &InitModelArgs) -> Result<()> {
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
     }
     let mut meta = BTreeMap::new();
-    meta.insert("segnet_bayes.note".into(), "randomly initialised, untrained".into());
+    meta.insert(
+        "segnet_bayes.note".into(),
+        "randomly initialised, untrained".into(),
+    );
     checkpoint::save(&args.out, &cfg, &vs, &[], &meta)?;
     println!(
         "wrote untrained {:?} model (width {}) to {}",

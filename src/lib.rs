@@ -16,6 +16,8 @@ pub mod infer;
 pub mod mc;
 pub mod metrics;
 pub mod model;
+pub mod optim;
+pub mod plot;
 pub mod render;
 pub mod train;
 

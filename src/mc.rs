@@ -139,9 +139,10 @@ impl Accumulator {
         let probs = probs.to_kind(Kind::Float);
         let b = probs.size()[0];
         let chunk_mean = probs.mean_dim(0, false, Kind::Float);
-        let chunk_m2 = (&probs - chunk_mean.unsqueeze(0))
-            .square()
-            .sum_dim_intlist(0, false, Kind::Float);
+        let chunk_m2 =
+            (&probs - chunk_mean.unsqueeze(0))
+                .square()
+                .sum_dim_intlist(0, false, Kind::Float);
         let chunk_entropy = entropy(&probs, 1).sum_dim_intlist(0, false, Kind::Float);
         match (&mut self.mean, &mut self.m2, &mut self.entropy_sum) {
             (Some(mean), Some(m2), Some(ent)) => {
@@ -255,13 +256,17 @@ mod tests {
         }
         let p = acc.finish();
         let mean = probs.mean_dim(0, false, Kind::Float);
-        let var = probs.var_dim(0, false, false).mean_dim(0, false, Kind::Float);
+        let var = probs
+            .var_dim(0, false, false)
+            .mean_dim(0, false, Kind::Float);
         let h_mean = entropy(&mean, 0);
         let mi = &h_mean - entropy(&probs, 1).mean_dim(0, false, Kind::Float);
         assert!(p.probs.allclose(&mean, 1e-6, 1e-6, false));
         assert!(p.variance.allclose(&var, 1e-5, 1e-7, false));
         assert!(p.entropy.allclose(&h_mean, 1e-5, 1e-6, false));
-        assert!(p.mutual_info.allclose(&mi.clamp_min(0.0), 1e-4, 1e-6, false));
+        assert!(p
+            .mutual_info
+            .allclose(&mi.clamp_min(0.0), 1e-4, 1e-6, false));
         assert_eq!(p.samples, 10);
     }
 

@@ -1,4 +1,594 @@
-//! (to be written)
-pub fn run(_args: &crate::cli::TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+//! `segnet-bayes train`: weighted cross-entropy (void ignored) with SGD or Adam, per-epoch
+//! validation, best weights by validation mIoU, and resumable checkpoints.
+//!
+//! Reproducibility: the epoch's shuffle, each image's augmentation and each step's dropout masks
+//! are seeded from (config seed, epoch / step), so a run killed at any point and resumed from
+//! its last checkpoint replays exactly what the uninterrupted run would have done.
+//!
+//! Run folder: `config.yaml` (resolved), `last.safetensors` (weights + optimiser state + progress,
+//! written atomically), `best.safetensors` (weights of the best validation mIoU), `model.safetensors`
+//! (the final model: best weights, batch norm re-estimated if asked), `log.jsonl` (one line per
+//! epoch).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use crate::cli::TrainArgs;
+use crate::config::{ClassWeights, Config, Schedule, WeightMethod};
+use crate::data::{self, Loader, Pair, SplitMix64};
+use crate::eval;
+use crate::model::checkpoint::{self, STATE_PREFIX};
+use crate::model::{Mode, SegNet};
+use crate::optim::Optim;
+
+/// Progress stored in a checkpoint's metadata.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Batches done in the current epoch.
+    pub step_in_epoch: usize,
+    pub global_step: usize,
+    /// Best validation mIoU so far (weight averaging), -1 before any validation.
+    pub best_miou: f64,
+    /// Seconds of training so far, over all sessions of the run.
+    pub elapsed: f64,
+}
+
+const PROGRESS_KEY: &str = "segnet_bayes.progress";
+
+/// One line of `log.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub step: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_images_per_s: f64,
+    /// Share of the epoch's wall time the training step waited for data.
+    pub data_wait_share: f64,
+    pub val_global_accuracy: Option<f64>,
+    pub val_class_accuracy: Option<f64>,
+    pub val_miou: Option<f64>,
+    pub val_mc_miou: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+/// Learning rate at `step` of `total` (linear warm-up, then the schedule).
+pub fn learning_rate(cfg: &Config, step: usize, total: usize) -> f64 {
+    let t = &cfg.train;
+    let warm = if t.warmup_steps > 0 && step < t.warmup_steps {
+        (step + 1) as f64 / t.warmup_steps as f64
+    } else {
+        1.0
+    };
+    let progress = (step as f64 / total.max(1) as f64).min(1.0);
+    let factor = match t.schedule {
+        Schedule::Constant => 1.0,
+        Schedule::Cosine => 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        Schedule::Poly => (1.0 - progress).powf(0.9),
+    };
+    t.lr * warm * factor
+}
+
+/// The epoch's visiting order: a seeded Fisher-Yates shuffle.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix64::new(data::mix_seed(seed, epoch as u64));
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+fn class_weights(cfg: &Config, pairs: &[Pair]) -> Result<Vec<f32>> {
+    Ok(match &cfg.data.class_weights {
+        ClassWeights::Given(w) => w.clone(),
+        ClassWeights::Computed(WeightMethod::None) => vec![1.0; cfg.model.classes as usize],
+        ClassWeights::Computed(WeightMethod::Median) => {
+            data::median_frequency_weights(pairs, &cfg.data, &cfg.model)?
+        }
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn save_checkpoint(
+    path: &Path,
+    cfg: &Config,
+    vs: &nn::VarStore,
+    opt: Option<&Optim>,
+    progress: &Progress,
+) -> Result<()> {
+    let mut meta = BTreeMap::new();
+    meta.insert(PROGRESS_KEY.to_string(), serde_json::to_string(progress)?);
+    let state = opt.map(Optim::state).unwrap_or_default();
+    checkpoint::save(path, &cfg.model, vs, &state, &meta)
+}
+
+/// Keeps only the log lines of completed epochs (a resumed run rewrites the rest).
+fn trim_log(path: &Path, completed: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<EpochLog>(l)
+                .map(|e| e.epoch <= completed)
+                .unwrap_or(false)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+fn append_log(path: &Path, entry: &EpochLog) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(entry)?)?;
+    Ok(())
+}
+
+/// Sets up the run folder: a new run refuses to overwrite one, a resumed run must match it.
+fn open_run(args: &TrainArgs, cfg: &Config) -> Result<(PathBuf, Option<checkpoint::Checkpoint>)> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = args
+            .config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        PathBuf::from("runs").join(stem)
+    });
+    let last = out.join("last.safetensors");
+    if args.resume {
+        ensure!(
+            last.is_file(),
+            "--resume: {} has no checkpoint (last.safetensors); start without --resume",
+            out.display()
+        );
+        let ckpt = checkpoint::read(&last)?;
+        let diffs = checkpoint::config_differences(&ckpt.config, &cfg.model);
+        ensure!(
+            diffs.is_empty(),
+            "--resume: the config's model differs from the run's checkpoint ({}); use the run's config.yaml",
+            diffs.join(", ")
+        );
+        return Ok((out, Some(ckpt)));
+    }
+    ensure!(
+        !last.exists(),
+        "run folder {} already holds a training run; pass --resume to continue it or --out NEW_FOLDER",
+        out.display()
+    );
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    Ok((out, None))
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = Config::load(&args.config)?;
+    if let Some(n) = args.threads {
+        ensure!(n >= 1, "--threads must be at least 1");
+        tch::set_num_threads(n);
+    } else {
+        crate::device::init_threads();
+    }
+    let device = crate::device::parse(&args.device)?;
+    let (out, resumed) = open_run(args, &cfg)?;
+    write_atomic(&out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+
+    let train_pairs = Arc::new(data::discover(
+        &cfg.data.root,
+        &cfg.data.train_split,
+        cfg.data.limit,
+    )?);
+    let val_pairs = data::discover(&cfg.data.root, &cfg.data.val_split, cfg.data.limit)?;
+    let weights = class_weights(&cfg, &train_pairs)?;
+
+    tch::manual_seed(cfg.train.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = SegNet::new(&vs.root(), &cfg.model);
+    let mut opt = Optim::new(&vs, &cfg.train);
+    let mut progress = Progress {
+        best_miou: -1.0,
+        ..Default::default()
+    };
+    if let Some(ckpt) = &resumed {
+        let last = out.join("last.safetensors");
+        checkpoint::load_into(&mut vs, ckpt, &last)?;
+        progress = ckpt
+            .meta
+            .get(PROGRESS_KEY)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .with_context(|| format!("{} has no training progress", last.display()))?;
+        let state = ckpt
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| {
+                k.strip_prefix(STATE_PREFIX)
+                    .map(|k| (k.to_string(), t.to_device(device)))
+            })
+            .collect();
+        opt.load_state(&state, progress.global_step as i64)?;
+        trim_log(&out.join("log.jsonl"), progress.epoch)?;
+        println!(
+            "resuming {} at epoch {} step {} (global step {})",
+            out.display(),
+            progress.epoch + 1,
+            progress.step_in_epoch,
+            progress.global_step
+        );
+    } else {
+        let _ = std::fs::remove_file(out.join("log.jsonl"));
+    }
+    println!(
+        "training {:?} width {} on {} images ({} val), {} epochs, batch {}, {:?} lr {}, device {:?}, class weights {:?}",
+        cfg.model.arch,
+        cfg.model.width,
+        train_pairs.len(),
+        val_pairs.len(),
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        cfg.train.optimizer,
+        cfg.train.lr,
+        device,
+        weights.iter().map(|w| (w * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+    );
+    let weights = Tensor::from_slice(&weights).to_device(device);
+
+    let mut trainer = Trainer {
+        cfg: &cfg,
+        out: &out,
+        vs: &vs,
+        net: &net,
+        opt: &mut opt,
+        weights: &weights,
+        train_pairs,
+        val_pairs: &val_pairs,
+        device,
+        progress,
+        session_start: Instant::now(),
+    };
+    let finished = trainer.train()?;
+    let progress = trainer.progress.clone();
+
+    // The final model: the best validated weights (or the last ones if never validated).
+    let best = out.join("best.safetensors");
+    let mut final_vs = nn::VarStore::new(device);
+    let final_net = SegNet::new(&final_vs.root(), &cfg.model);
+    let source = if best.is_file() {
+        best
+    } else {
+        out.join("last.safetensors")
+    };
+    checkpoint::load_into(&mut final_vs, &checkpoint::read(&source)?, &source)?;
+    if cfg.train.bn_recalibrate {
+        println!("re-estimating batch-norm statistics over the training set (dropout off)");
+        recalibrate_batchnorm(&cfg, &final_vs, &final_net, &trainer.train_pairs)?;
+    }
+    save_checkpoint(
+        &out.join("model.safetensors"),
+        &cfg,
+        &final_vs,
+        None,
+        &progress,
+    )?;
+    println!(
+        "{} after {} epochs ({:.1} min); best val mIoU {:.4}; model: {}",
+        if finished {
+            "finished"
+        } else {
+            "stopped at the time limit"
+        },
+        progress.epoch,
+        progress.elapsed / 60.0,
+        progress.best_miou,
+        out.join("model.safetensors").display()
+    );
+    Ok(())
+}
+
+struct Trainer<'a> {
+    cfg: &'a Config,
+    out: &'a Path,
+    vs: &'a nn::VarStore,
+    net: &'a SegNet,
+    opt: &'a mut Optim,
+    weights: &'a Tensor,
+    train_pairs: Arc<Vec<Pair>>,
+    val_pairs: &'a [Pair],
+    device: Device,
+    progress: Progress,
+    session_start: Instant,
+}
+
+impl Trainer<'_> {
+    fn elapsed(&self, base: f64) -> f64 {
+        base + self.session_start.elapsed().as_secs_f64()
+    }
+
+    /// Runs the remaining epochs; false when stopped by `train.max_minutes`.
+    fn train(&mut self) -> Result<bool> {
+        let t = &self.cfg.train;
+        let bs = t.batch_size;
+        let per_epoch = self.train_pairs.len() / bs;
+        ensure!(
+            per_epoch >= 1,
+            "the training split has {} images, fewer than `train.batch_size` = {bs}",
+            self.train_pairs.len()
+        );
+        let total_steps = per_epoch * t.epochs;
+        let base_elapsed = self.progress.elapsed;
+        let last = self.out.join("last.safetensors");
+        while self.progress.epoch < t.epochs {
+            let epoch = self.progress.epoch;
+            let skip = self.progress.step_in_epoch;
+            let order = epoch_order(self.train_pairs.len(), t.seed, epoch);
+            let order = order[skip * bs..].to_vec();
+            let mut loader = Loader::new(
+                self.train_pairs.clone(),
+                order,
+                bs,
+                self.cfg.data.clone(),
+                self.cfg.model.clone(),
+                Some(data::mix_seed(t.seed, epoch as u64)),
+                t.prefetch,
+                true,
+            );
+            let bar = progress_bar(per_epoch as u64, skip as u64, epoch + 1, t.epochs);
+            let epoch_start = Instant::now();
+            let (mut loss_sum, mut loss_n, mut images) = (0.0, 0usize, 0usize);
+            let mut lr = t.lr;
+            while let Some(batch) = loader.next() {
+                let batch = batch?;
+                lr = learning_rate(self.cfg, self.progress.global_step, total_steps);
+                tch::manual_seed(
+                    data::mix_seed(t.seed ^ 0x5eed, self.progress.global_step as u64) as i64,
+                );
+                let images_t = batch.images.to_device(self.device);
+                let labels = batch.labels.to_device(self.device);
+                let logits = self.net.forward(&images_t, Mode::TRAIN);
+                let loss = logits.cross_entropy_loss::<&Tensor>(
+                    &labels,
+                    Some(self.weights),
+                    Reduction::Mean,
+                    self.cfg.model.void(),
+                    0.0,
+                );
+                self.opt.zero_grad();
+                loss.backward();
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    bail!(
+                        "loss became {value} at epoch {} step {}: training stopped; the last good checkpoint {} is intact (lower `train.lr`?)",
+                        epoch + 1,
+                        self.progress.step_in_epoch,
+                        last.display()
+                    );
+                }
+                self.opt.step(lr);
+                loss_sum += value;
+                loss_n += 1;
+                images += batch.indices.len();
+                self.progress.step_in_epoch += 1;
+                self.progress.global_step += 1;
+                let rate = images as f64 / epoch_start.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.3} {:.2} img/s",
+                    loss_sum / loss_n as f64,
+                    rate
+                ));
+                bar.inc(1);
+                if self.progress.global_step.is_multiple_of(t.checkpoint_every) {
+                    self.progress.elapsed = self.elapsed(base_elapsed);
+                    save_checkpoint(&last, self.cfg, self.vs, Some(self.opt), &self.progress)?;
+                }
+                if t.max_minutes > 0.0 && self.elapsed(base_elapsed) > t.max_minutes * 60.0 {
+                    bar.abandon();
+                    self.progress.elapsed = self.elapsed(base_elapsed);
+                    save_checkpoint(&last, self.cfg, self.vs, Some(self.opt), &self.progress)?;
+                    return Ok(false);
+                }
+            }
+            bar.finish_and_clear();
+            let wall = epoch_start.elapsed().as_secs_f64();
+            let wait_share = loader.wait_seconds() / wall.max(1e-9);
+            drop(loader);
+            self.progress.epoch += 1;
+            self.progress.step_in_epoch = 0;
+            self.end_epoch(
+                lr,
+                loss_sum / loss_n.max(1) as f64,
+                images as f64 / wall,
+                wait_share,
+                base_elapsed,
+            )?;
+        }
+        Ok(true)
+    }
+
+    fn end_epoch(&mut self, lr: f64, loss: f64, rate: f64, wait: f64, base: f64) -> Result<()> {
+        let t = &self.cfg.train;
+        let epoch = self.progress.epoch;
+        let mut entry = EpochLog {
+            epoch,
+            step: self.progress.global_step,
+            lr,
+            train_loss: loss,
+            train_images_per_s: rate,
+            data_wait_share: wait,
+            val_global_accuracy: None,
+            val_class_accuracy: None,
+            val_miou: None,
+            val_mc_miou: None,
+            elapsed_s: 0.0,
+        };
+        if epoch.is_multiple_of(t.val_every) || epoch == t.epochs {
+            let v = eval::validate(
+                self.net,
+                self.val_pairs,
+                &self.cfg.data,
+                &self.cfg.model,
+                self.device,
+                t.val_samples,
+            )?;
+            entry.val_global_accuracy = Some(v.wa.global_accuracy());
+            entry.val_class_accuracy = Some(v.wa.class_average_accuracy());
+            let miou = v.wa.mean_iou();
+            entry.val_miou = Some(miou);
+            entry.val_mc_miou = v.mc.as_ref().map(|c| c.mean_iou());
+            if miou > self.progress.best_miou {
+                self.progress.best_miou = miou;
+                self.progress.elapsed = self.elapsed(base);
+                save_checkpoint(
+                    &self.out.join("best.safetensors"),
+                    self.cfg,
+                    self.vs,
+                    None,
+                    &self.progress,
+                )?;
+            }
+        }
+        self.progress.elapsed = self.elapsed(base);
+        entry.elapsed_s = self.progress.elapsed;
+        append_log(&self.out.join("log.jsonl"), &entry)?;
+        save_checkpoint(
+            &self.out.join("last.safetensors"),
+            self.cfg,
+            self.vs,
+            Some(self.opt),
+            &self.progress,
+        )?;
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | val global {} class {} mIoU {}{} | {:.1} min",
+            t.epochs,
+            100.0 * wait,
+            fmt(entry.val_global_accuracy),
+            fmt(entry.val_class_accuracy),
+            fmt(entry.val_miou),
+            entry
+                .val_mc_miou
+                .map_or(String::new(), |m| format!(" (MC-{} {m:.4})", t.val_samples)),
+            entry.elapsed_s / 60.0
+        );
+        Ok(())
+    }
+}
+
+fn progress_bar(len: u64, pos: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar.set_position(pos);
+    bar
+}
+
+/// Re-estimates batch-norm running statistics as exact averages over the training set, with
+/// dropout off (as the original authors did before testing).
+///
+/// tch's batch norm updates its running statistics as an exponential average with momentum
+/// 0.1; from the value before and after each batch we recover the batch's own statistics and
+/// keep their cumulative mean instead.
+fn recalibrate_batchnorm(
+    cfg: &Config,
+    vs: &nn::VarStore,
+    net: &SegNet,
+    pairs: &Arc<Vec<Pair>>,
+) -> Result<()> {
+    let momentum = 0.1;
+    let stats: Vec<Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("running_mean") || k.ends_with("running_var"))
+        .map(|(_, t)| t)
+        .collect();
+    let mut avg: Vec<Tensor> = stats.iter().map(|t| t.zeros_like()).collect();
+    let order: Vec<usize> = (0..pairs.len()).collect();
+    let mut loader = Loader::new(
+        pairs.clone(),
+        order,
+        cfg.train.batch_size,
+        cfg.data.clone(),
+        cfg.model.clone(),
+        None,
+        cfg.train.prefetch,
+        false,
+    );
+    let mut k = 0.0;
+    tch::no_grad(|| -> Result<()> {
+        while let Some(batch) = loader.next() {
+            let batch = batch?;
+            let before: Vec<Tensor> = stats.iter().map(|t| t.copy()).collect();
+            let images = batch.images.to_device(vs.device());
+            let _ = net.forward(
+                &images,
+                Mode {
+                    dropout: false,
+                    bn_train: true,
+                },
+            );
+            k += 1.0;
+            for ((s, b), a) in stats.iter().zip(&before).zip(avg.iter_mut()) {
+                let batch_stat = (s - b * (1.0 - momentum)) / momentum;
+                let _ = a.g_add_(&((batch_stat - &*a) / k));
+            }
+        }
+        Ok(())
+    })?;
+    tch::no_grad(|| {
+        for (mut s, a) in stats.into_iter().zip(avg) {
+            s.copy_(&a.to_kind(Kind::Float));
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(50, 1, 0);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(50, 1, 0));
+        assert_ne!(a, epoch_order(50, 1, 1));
+    }
+
+    #[test]
+    fn schedules_start_at_lr_and_decay() {
+        let mut cfg = Config::default();
+        cfg.train.lr = 0.1;
+        cfg.train.schedule = Schedule::Poly;
+        assert!((learning_rate(&cfg, 0, 100) - 0.1).abs() < 1e-12);
+        assert!(learning_rate(&cfg, 99, 100) < 0.01);
+        cfg.train.schedule = Schedule::Cosine;
+        assert!((learning_rate(&cfg, 100, 100) - 0.001).abs() < 1e-9);
+        cfg.train.warmup_steps = 10;
+        assert!((learning_rate(&cfg, 0, 100) - 0.01).abs() < 1e-3);
+    }
 }

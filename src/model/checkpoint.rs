@@ -252,7 +252,10 @@ mod tests {
         let mut other = nn::VarStore::new(Device::Cpu);
         let _ = SegNet::new(&other.root(), &cfg(Arch::Segnet, 0.25));
         let err = load_into(&mut other, &ckpt, &path).unwrap_err().to_string();
-        assert!(err.contains("does not fit") && err.contains("shape"), "{err}");
+        assert!(
+            err.contains("does not fit") && err.contains("shape"),
+            "{err}"
+        );
         let mut basic = nn::VarStore::new(Device::Cpu);
         let _ = SegNet::new(&basic.root(), &cfg(Arch::Basic, 0.125));
         let err = load_into(&mut basic, &ckpt, &path).unwrap_err().to_string();

@@ -396,6 +396,9 @@ mod tests {
         let (total, prefix) = net.flops(&vs, 360, 480);
         let share = prefix / total;
         assert!((0.25..0.5).contains(&share), "prefix share {share}");
-        assert!(total > 1e11, "full SegNet is hundreds of GFLOP, got {total}");
+        assert!(
+            total > 1e11,
+            "full SegNet is hundreds of GFLOP, got {total}"
+        );
     }
 }
