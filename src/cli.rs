@@ -98,6 +98,13 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Dataset folder, overriding `data.root` (recorded in the run's config.yaml).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Stop after this many minutes, overriding `train.max_minutes`; the learning-rate
+    /// schedule then follows the time budget.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,

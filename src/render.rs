@@ -396,7 +396,7 @@ fn format_tick(v: f32) -> String {
     }
 }
 
-fn text_width(text: &str, s: u32) -> u32 {
+pub(crate) fn text_width(text: &str, s: u32) -> u32 {
     let n = text.chars().count() as u32;
     (6 * n).saturating_sub(1) * s
 }
@@ -422,7 +422,7 @@ fn draw_frame(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: [u8; 3]) {
 
 /// Draws `text` with its top-left corner at `(x, y)`, each font pixel an `s x s` block; pixels
 /// outside the image are skipped.
-fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, s: u32, c: [u8; 3]) {
+pub(crate) fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, s: u32, c: [u8; 3]) {
     let s = s as i64;
     for (i, ch) in text.chars().enumerate() {
         let gx = x + i as i64 * 6 * s;

@@ -62,15 +62,20 @@ pub struct EpochLog {
     pub elapsed_s: f64,
 }
 
-/// Learning rate at `step` of `total` (linear warm-up, then the schedule).
-pub fn learning_rate(cfg: &Config, step: usize, total: usize) -> f64 {
+/// Learning rate at `step` of `total` (linear warm-up, then the schedule). With a time budget
+/// (`train.max_minutes`), `elapsed_min` minutes count too: the schedule follows whichever of
+/// steps and time is further along, so a time-limited run still decays to the end.
+pub fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
     let t = &cfg.train;
     let warm = if t.warmup_steps > 0 && step < t.warmup_steps {
         (step + 1) as f64 / t.warmup_steps as f64
     } else {
         1.0
     };
-    let progress = (step as f64 / total.max(1) as f64).min(1.0);
+    let mut progress = (step as f64 / total.max(1) as f64).min(1.0);
+    if t.max_minutes > 0.0 {
+        progress = progress.max((elapsed_min / t.max_minutes).min(1.0));
+    }
     let factor = match t.schedule {
         Schedule::Constant => 1.0,
         Schedule::Cosine => 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
@@ -183,7 +188,14 @@ fn open_run(args: &TrainArgs, cfg: &Config) -> Result<(PathBuf, Option<checkpoin
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let cfg = Config::load(&args.config)?;
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(root) = &args.data {
+        cfg.data.root = root.clone();
+    }
+    if let Some(m) = args.max_minutes {
+        ensure!(m > 0.0, "--max-minutes must be positive");
+        cfg.train.max_minutes = m;
+    }
     if let Some(n) = args.threads {
         ensure!(n >= 1, "--threads must be at least 1");
         tch::set_num_threads(n);
@@ -358,7 +370,12 @@ impl Trainer<'_> {
             let mut lr = t.lr;
             while let Some(batch) = loader.next() {
                 let batch = batch?;
-                lr = learning_rate(self.cfg, self.progress.global_step, total_steps);
+                lr = learning_rate(
+                    self.cfg,
+                    self.progress.global_step,
+                    total_steps,
+                    self.elapsed(base_elapsed) / 60.0,
+                );
                 tch::manual_seed(
                     data::mix_seed(t.seed ^ 0x5eed, self.progress.global_step as u64) as i64,
                 );
@@ -584,11 +601,17 @@ mod tests {
         let mut cfg = Config::default();
         cfg.train.lr = 0.1;
         cfg.train.schedule = Schedule::Poly;
-        assert!((learning_rate(&cfg, 0, 100) - 0.1).abs() < 1e-12);
-        assert!(learning_rate(&cfg, 99, 100) < 0.01);
+        assert!((learning_rate(&cfg, 0, 100, 0.0) - 0.1).abs() < 1e-12);
+        assert!(learning_rate(&cfg, 99, 100, 0.0) < 0.01);
         cfg.train.schedule = Schedule::Cosine;
-        assert!((learning_rate(&cfg, 100, 100) - 0.001).abs() < 1e-9);
+        assert!((learning_rate(&cfg, 100, 100, 0.0) - 0.001).abs() < 1e-9);
+        cfg.train.max_minutes = 10.0;
+        assert!(
+            (learning_rate(&cfg, 0, 100, 10.0) - 0.001).abs() < 1e-9,
+            "time budget spent"
+        );
+        cfg.train.max_minutes = 0.0;
         cfg.train.warmup_steps = 10;
-        assert!((learning_rate(&cfg, 0, 100) - 0.01).abs() < 1e-3);
+        assert!((learning_rate(&cfg, 0, 100, 0.0) - 0.01).abs() < 1e-3);
     }
 }

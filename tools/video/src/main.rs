@@ -1,1 +1,38 @@
-fn main() {}
+//! segnet-video: videos and frame folders through Bayesian SegNet.
+//!
+//! For each input: `source` decodes frames on one thread, the network (`segnet_bayes::infer`)
+//! predicts them on this one, `frame` draws input | overlay | heatmap in parallel, and the
+//! encoder thread writes the video and the per-frame CSV (`table`); `pipeline` joins the
+//! stages, `state` makes an interrupted run resumable, `plot` draws uncertainty over time.
+
+mod cli;
+mod frame;
+mod pipeline;
+mod plot;
+mod run;
+mod source;
+mod state;
+mod stop;
+mod table;
+
+use clap::Parser;
+
+fn main() {
+    quiet_opencv();
+    let cli = cli::Cli::parse();
+    if let Err(e) = run::run(&cli) {
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        let code = if e.is::<run::Interrupted>() { 130 } else { 1 };
+        std::process::exit(code);
+    }
+}
+
+/// OpenCV and FFmpeg print their own warnings for every unreadable file; the errors here say
+/// the same in one line. `OPENCV_FFMPEG_LOGLEVEL` set by the user wins.
+fn quiet_opencv() {
+    if std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
+        // AV_LOG_QUIET; set before OpenCV loads FFmpeg, while this is the only thread.
+        std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8");
+    }
+    let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_SILENT);
+}

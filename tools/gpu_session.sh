@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# One GPU session, run on a machine with torch 2.11 (CUDA) in its python3 and a segnet-bayes
+# binary built elsewhere against the same libtorch:
+#
+#   bash tools/gpu_session.sh BIN DATA OUT MINUTES
+#
+# 1. GPU timing, on the idle GPU: `bench` for full-width SegNet at 360x480, T=40, and the
+#    PyTorch peer (.dev/peer_segnet.py, a copy of ../shared/bench/peer_segnet.py) timed the same way.
+# 2. Training: configs/camvid-lean.yaml and configs/camvid-lean-fullres.yaml side by side, each
+#    for MINUTES.
+# 3. CUDA correctness with the trained lean model: weight averaging on CPU and CUDA give the same
+#    class map; seeded MC on CUDA is repeatable and its variance is close to the CPU's.
+# 4. `eval` of each model on the val split with T=40.
+# Everything goes to DEST as results.tgz; model files are split into parts below 16 MiB for the trip back.
+# DEVICE=cpu SMOKE=1 runs the same steps briefly on a CPU machine, to check the script.
+set -u
+bin=$1 data=$2 dest=$3 minutes=$4
+py=${PYTHON:-python3}
+out=/tmp/gpu-session
+rm -rf "$out"
+dev=${DEVICE:-cuda}
+bench=(--samples 40 --runs 5)
+if [[ -n ${SMOKE:-} ]]; then bench=(--height 64 --width 64 --samples 2 --runs 1); fi
+limit=0
+if [[ -n ${SMOKE:-} ]]; then limit=2; fi
+mkdir -p "$out"
+torchlib=$("$py" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
+export LD_LIBRARY_PATH=$torchlib:${LD_LIBRARY_PATH:-}
+log() { echo "== $*" | tee -a "$out/session.log"; }
+log "$(nvidia-smi -L 2>&1 | head -1)"
+if ! "$bin" --version >>"$out/session.log" 2>&1; then
+  ldd "$bin" | tee -a "$out/session.log"
+  exit 1
+fi
+
+log "GPU timing (full-width SegNet 360x480, T=40)"
+"$bin" bench --device "$dev" --chunk 8 "${bench[@]}" >>"$out/bench.txt" 2>&1
+"$bin" bench --device "$dev" --chunk 40 --modes prefix "${bench[@]}" >>"$out/bench.txt" 2>&1
+if [[ $dev == cuda && -f .dev/peer_segnet.py ]]; then
+  "$py" tools/bench/peer_gpu.py .dev/peer_segnet.py >>"$out/bench.txt" 2>&1
+fi
+cat "$out/bench.txt"
+
+log "training starts"
+for c in lean lean-fullres; do
+  "$bin" train --config "configs/camvid-$c.yaml" --data "$data" --device "$dev" \
+    --out "$out/$c" --max-minutes "$minutes" >"$out/train-$c.log" 2>&1 &
+done
+
+wait
+if [[ -f $out/lean/model.safetensors ]]; then
+  log "correctness (the trained lean model)"
+  m=$out/lean/model.safetensors
+  img=$(ls "$data"/val/* | head -1)
+  for d in cpu $dev; do
+    "$bin" infer "$img" --model $m --no-dropout --device $d --out /tmp/wa-$d --uncertainty entropy >>"$out/session.log" 2>&1
+    for s in 1 2; do
+      "$bin" infer "$img" --model $m --samples 16 --seed 5 --device $d --out /tmp/mc-$d-$s >>"$out/session.log" 2>&1
+    done
+  done
+  "$py" - "$dev" <<'PY' 2>&1 | tee -a "$out/session.log"
+import json, sys, glob
+from PIL import Image
+import numpy as np
+dev = sys.argv[1]
+def cls(d): return np.array(Image.open(glob.glob(d + "/*_classes.png")[0]))
+a, b = cls("/tmp/wa-cpu"), cls("/tmp/wa-" + dev)
+print("weight averaging: class maps CPU vs %s agree on %.4f%% of pixels" % (dev, 100 * (a == b).mean()))
+j = lambda d: json.load(open(glob.glob(d + "/*.json")[0]))
+x, y = j("/tmp/mc-%s-1" % dev), j("/tmp/mc-%s-2" % dev)
+print("seeded MC on %s repeatable:" % dev, x["mean_variance"] == y["mean_variance"], "mean variance", x["mean_variance"])
+print("MC mean variance CPU", j("/tmp/mc-cpu-1")["mean_variance"], dev, x["mean_variance"])
+PY
+fi
+for c in lean lean-fullres; do
+  tail -3 "$out/train-$c.log"
+  if [[ -f "$out/$c/model.safetensors" ]]; then
+    "$bin" eval --model "$out/$c/model.safetensors" --data "$data" --split val --samples 40 \
+      --limit "$limit" --device "$dev" --out "$out/$c/eval" >"$out/eval-$c.log" 2>&1
+    tail -25 "$out/eval-$c.log"
+    split -b 15M -d "$out/$c/model.safetensors" "$out/$c.model.part"
+  fi
+  rm -f "$out/$c/last.safetensors" "$out/$c/best.safetensors" "$out/$c/model.safetensors"
+done
+mkdir -p "$dest"
+tar czf "$dest/results.tgz" -C "$out" --exclude='*.part*' .
+cp "$out"/*.part* "$dest"/ 2>/dev/null
+log "done"

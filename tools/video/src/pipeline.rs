@@ -1,0 +1,333 @@
+//! The four stages of a run, each on its own thread, joined by bounded channels so that none
+//! runs far ahead of the others:
+//!
+//! ```text
+//! decode --frames--> network (this thread) --batches--> render (rayon) --batches--> encode
+//! ```
+//!
+//! The network is meant to be the bottleneck: decoding, rendering (in parallel over a batch)
+//! and encoding overlap with it. The network stage times how long it waits for frames and for
+//! the stages after it, so a run reports how much of its time the network sat idle.
+//! Frames done by an earlier run go through the same stages without the network: they are
+//! redrawn from their records.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use image::RgbImage;
+use indicatif::ProgressBar;
+use opencv::core::{Mat, Vec3b};
+use opencv::videoio::{VideoWriter, VideoWriterTrait};
+use rayon::prelude::*;
+use segnet_bayes::infer::{class_bytes, to_vec_f32, Predictor};
+use segnet_bayes::mc::Prediction;
+use segnet_bayes::render::{self, Measure};
+use tch::Kind;
+
+use crate::frame::{self, Stats, Style};
+use crate::source::{self, End, Frame, Selection, Source};
+use crate::state::Paths;
+use crate::stop;
+use crate::table::{self, Columns};
+
+/// What the stages share.
+pub struct Job<'a> {
+    pub source: &'a Source,
+    pub selection: Selection,
+    pub batch: usize,
+    pub style: &'a Style,
+    pub cols: &'a Columns,
+    pub paths: &'a Paths,
+    pub threshold: f32,
+    pub classes: usize,
+    /// Also write the overlay PNG of each frame (--frames).
+    pub frame_pngs: bool,
+}
+
+/// A frame on its way to the renderer.
+enum Work {
+    /// Predicted by this run.
+    New(Frame, Prediction),
+    /// Done by an earlier run: drawn from its record.
+    Done(Frame),
+}
+
+/// A drawn frame on its way to the encoder.
+struct Drawn {
+    bgr: Vec<u8>,
+    /// The CSV row of a frame computed by this run.
+    row: Option<String>,
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct Report {
+    pub end: End,
+    /// Frames in the video.
+    pub written: usize,
+    /// Frames this run computed.
+    pub computed: usize,
+    /// Time in the network, and waiting before and after it.
+    pub busy: Duration,
+    pub wait_frames: Duration,
+    pub wait_encoder: Duration,
+}
+
+impl Report {
+    /// Share of the network's time spent idle (waiting for frames or for the encoder).
+    pub fn idle_share(&self) -> (f64, f64, f64) {
+        let total = (self.busy + self.wait_frames + self.wait_encoder)
+            .as_secs_f64()
+            .max(1e-9);
+        let (a, b) = (
+            self.wait_frames.as_secs_f64() / total,
+            self.wait_encoder.as_secs_f64() / total,
+        );
+        (a + b, a, b)
+    }
+}
+
+#[derive(Default)]
+struct Timing {
+    /// Ctrl-C stopped the network with frames still to come.
+    interrupted: bool,
+    computed: usize,
+    busy: Duration,
+    wait_frames: Duration,
+    wait_encoder: Duration,
+}
+
+/// Runs the stages until the input ends, Ctrl-C, or a failure. The video is closed properly in
+/// every case; the caller decides what the ending means.
+pub fn run(
+    ctx: &Job,
+    predictor: &Predictor,
+    done: &BTreeMap<usize, String>,
+    writer: VideoWriter,
+    csv: table::Writer,
+    progress: &ProgressBar,
+) -> Result<Report> {
+    let depth = ctx.batch.max(1);
+    let (frame_tx, frame_rx) = sync_channel::<Frame>(2 * depth);
+    let (work_tx, work_rx) = sync_channel::<Vec<Work>>(1);
+    let (drawn_tx, drawn_rx) = sync_channel::<Vec<Drawn>>(1);
+    thread::scope(|s| {
+        let decoder = thread::Builder::new()
+            .name("decode".into())
+            .spawn_scoped(s, || {
+                source::decode(ctx.source, ctx.selection, ctx.batch, frame_tx)
+            })
+            .context("cannot start the decode thread")?;
+        let renderer = thread::Builder::new()
+            .name("render".into())
+            .spawn_scoped(s, || render_stage(ctx, work_rx, drawn_tx))
+            .context("cannot start the render thread")?;
+        let encoder = thread::Builder::new()
+            .name("encode".into())
+            .spawn_scoped(s, || encode_stage(ctx, writer, csv, drawn_rx, progress))
+            .context("cannot start the encode thread")?;
+        let network = network_stage(predictor, frame_rx, work_tx, done, depth);
+        let end = joined("decode", decoder.join());
+        let rendered = joined("render", renderer.join());
+        let written = joined("encode", encoder.join());
+        // Report the first failure downstream-first: a failed encoder makes the network stop.
+        let (written, end, timing) = (written?, end?, network?);
+        rendered?;
+        Ok(Report {
+            end: if timing.interrupted {
+                End::Stopped
+            } else {
+                end
+            },
+            written,
+            computed: timing.computed,
+            busy: timing.busy,
+            wait_frames: timing.wait_frames,
+            wait_encoder: timing.wait_encoder,
+        })
+    })
+}
+
+fn joined<T>(name: &str, r: thread::Result<Result<T>>) -> Result<T> {
+    r.map_err(|_| anyhow!("internal error: the {name} thread panicked"))?
+}
+
+/// The network: predicts frames as they arrive and hands them on in batches.
+fn network_stage(
+    predictor: &Predictor,
+    rx: Receiver<Frame>,
+    tx: SyncSender<Vec<Work>>,
+    done: &BTreeMap<usize, String>,
+    batch: usize,
+) -> Result<Timing> {
+    let mut t = Timing::default();
+    let mut works: Vec<Work> = Vec::with_capacity(batch);
+    let send = |works: &mut Vec<Work>, t: &mut Timing| -> bool {
+        let has_new = works.iter().any(|w| matches!(w, Work::New(..)));
+        let start = Instant::now();
+        let ok = tx.send(std::mem::take(works)).is_ok();
+        if has_new {
+            t.wait_encoder += start.elapsed();
+        }
+        ok
+    };
+    loop {
+        // Ctrl-C: finish the frames in hand, take no more.
+        if stop::requested() {
+            t.interrupted = !matches!(rx.try_recv(), Err(TryRecvError::Disconnected));
+            break;
+        }
+        let start = Instant::now();
+        let Ok(frame) = rx.recv() else { break };
+        if done.contains_key(&frame.index) {
+            works.push(Work::Done(frame));
+        } else {
+            t.wait_frames += start.elapsed();
+            let start = Instant::now();
+            let pred = predictor
+                .predict(&frame.image)
+                .with_context(|| format!("predicting frame {}", frame.index))?;
+            t.busy += start.elapsed();
+            t.computed += 1;
+            stop::test_stop(t.computed);
+            works.push(Work::New(frame, pred));
+        }
+        if works.len() >= batch && !send(&mut works, &mut t) {
+            // The renderer failed; its error is reported from its thread.
+            return Ok(t);
+        }
+    }
+    if !works.is_empty() {
+        send(&mut works, &mut t);
+    }
+    Ok(t)
+}
+
+/// Draws each batch in parallel; writes the per-frame PNGs.
+fn render_stage(ctx: &Job, rx: Receiver<Vec<Work>>, tx: SyncSender<Vec<Drawn>>) -> Result<()> {
+    for works in rx {
+        let drawn = works
+            .into_par_iter()
+            .map(|w| match w {
+                Work::New(frame, pred) => draw_new(ctx, frame, pred),
+                Work::Done(frame) => draw_done(ctx, frame),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if tx.send(drawn).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn draw_new(ctx: &Job, frame: Frame, pred: Prediction) -> Result<Drawn> {
+    let style = ctx.style;
+    let classes = class_bytes(&pred);
+    let values = to_vec_f32(pred.measure(style.measure));
+    let means = Measure::ALL.map(|m| pred.measure(m).mean(Kind::Float).double_value(&[]));
+    let stats = Stats::new(means, &classes, ctx.classes, &values, ctx.threshold);
+    let overlay = style.overlay(&frame.image, &classes);
+    let heat = style.heat_panel(&values);
+
+    let stem = ctx.source.stem(frame.index);
+    let (classes_png, heat_png) = ctx.paths.record(&stem, style.measure);
+    let g = &style.geometry;
+    render::save_png_atomic(&render::class_index_image(&classes, g.w, g.h), &classes_png)?;
+    render::save_png_atomic(&heat, &heat_png)?;
+    if ctx.frame_pngs {
+        let path = ctx.paths.records.join(format!("{stem}_overlay.png"));
+        render::save_png_atomic(&overlay, &path)?;
+    }
+    let composite = style.compose(&frame.image, &overlay, &heat);
+    Ok(Drawn {
+        bgr: frame::to_bgr(&composite),
+        row: Some(ctx.cols.row(frame.index, frame.time, &stats)),
+    })
+}
+
+fn draw_done(ctx: &Job, frame: Frame) -> Result<Drawn> {
+    let style = ctx.style;
+    let stem = ctx.source.stem(frame.index);
+    let (classes_png, heat_png) = ctx.paths.record(&stem, style.measure);
+    let classes = load(&classes_png)?.to_luma8().into_raw();
+    let heat: RgbImage = load(&heat_png)?.to_rgb8();
+    let overlay = style.overlay(&frame.image, &classes);
+    let composite = style.compose(&frame.image, &overlay, &heat);
+    Ok(Drawn {
+        bgr: frame::to_bgr(&composite),
+        row: None,
+    })
+}
+
+fn load(path: &Path) -> Result<image::DynamicImage> {
+    image::open(path).with_context(|| {
+        format!(
+            "cannot read the record {} of an earlier run (pass --restart to start over)",
+            path.display()
+        )
+    })
+}
+
+/// Writes the frames into the video and their rows into the CSV, batch by batch; closes the
+/// video whatever happens. Returns the number of frames written.
+fn encode_stage(
+    ctx: &Job,
+    mut writer: VideoWriter,
+    mut csv: table::Writer,
+    rx: Receiver<Vec<Drawn>>,
+    progress: &ProgressBar,
+) -> Result<usize> {
+    let g = &ctx.style.geometry;
+    let (mut written, mut computed) = (0usize, 0usize);
+    let encode = || -> Result<()> {
+        for batch in rx {
+            let mut rows = String::new();
+            for d in &batch {
+                let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(
+                    g.height as i32,
+                    g.width as i32,
+                    &d.bgr,
+                )?;
+                writer.write(&mat).context("encoding a frame")?;
+                if let Some(row) = &d.row {
+                    rows.push_str(row);
+                    computed += 1;
+                }
+            }
+            // The rows go to disk after their frames' records: a row means a finished frame.
+            csv.append(&rows)?;
+            written += batch.len();
+            progress.inc(batch.len() as u64);
+            stop::test_kill(computed);
+        }
+        Ok(())
+    };
+    let result = encode();
+    let closed = writer.release().context("closing the video");
+    result.and(closed).map(|()| written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_share_splits_waits() {
+        let r = Report {
+            end: End::Finished,
+            written: 0,
+            computed: 0,
+            busy: Duration::from_secs(6),
+            wait_frames: Duration::from_secs(3),
+            wait_encoder: Duration::from_secs(1),
+        };
+        let (all, frames, enc) = r.idle_share();
+        assert!(
+            (all - 0.4).abs() < 1e-9 && (frames - 0.3).abs() < 1e-9 && (enc - 0.1).abs() < 1e-9
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! A whole invocation: check every input and output folder before loading the model, then run
+//! the pipeline on each input and turn its ending into outputs and messages.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use opencv::core::Size;
+use opencv::videoio::{self, VideoWriter, VideoWriterTraitConst};
+use segnet_bayes::infer::{self, Predictor};
+use segnet_bayes::render;
+
+use crate::cli::Cli;
+use crate::frame::Style;
+use crate::pipeline::{self, Report};
+use crate::source::{self, End, Selection, Source};
+use crate::state::{self, Paths, Settings, Start, Status, Summary};
+use crate::stop;
+use crate::table::{self, Columns};
+
+/// Ctrl-C ended the run; the outputs are partial and resume on the next run.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub fn run(cli: &Cli) -> Result<()> {
+    validate(cli)?;
+    let sources = cli
+        .inputs
+        .iter()
+        .map(|p| source::probe(p, cli.fps))
+        .collect::<Result<Vec<_>>>()?;
+    let dirs = output_dirs(&cli.out, &sources);
+    for d in &dirs {
+        infer::prepare_out_dir(d)?;
+    }
+    let predictor = Predictor::load(&cli.sampling, !cli.no_dropout)?;
+    stop::install();
+    let mut failed = 0;
+    for (source, dir) in sources.iter().zip(&dirs) {
+        if stop::requested() {
+            break;
+        }
+        match process(&predictor, cli, source, dir) {
+            Ok(()) => {}
+            Err(e) if sources.len() == 1 || e.is::<Interrupted>() => return Err(e),
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "error: {}: {}",
+                    source.path.display(),
+                    format!("{e:#}").replace('\n', " ")
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} inputs failed (see above)", sources.len());
+    }
+    Ok(())
+}
+
+fn validate(cli: &Cli) -> Result<()> {
+    ensure!(cli.every >= 1, "--every must be at least 1");
+    ensure!(cli.batch >= 1, "--batch must be at least 1");
+    ensure!(
+        (0.0..=1.0).contains(&cli.alpha),
+        "--alpha must be in [0, 1], got {}",
+        cli.alpha
+    );
+    if let Some(t) = cli.threshold {
+        ensure!(t.is_finite(), "--threshold must be a number, got {t}");
+    }
+    Ok(())
+}
+
+/// The output folder of each input: `out` itself for one input, else a subfolder named after
+/// the input (numbered when two inputs share a name).
+fn output_dirs(out: &Path, sources: &[Source]) -> Vec<PathBuf> {
+    if sources.len() == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let names: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            let p = &s.path;
+            let name = if s.is_video() {
+                p.file_stem()
+            } else {
+                p.file_name()
+            };
+            name.map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| !n.is_empty() && n != "." && n != "..")
+                .unwrap_or_else(|| "input".into())
+        })
+        .collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if names.iter().filter(|m| *m == n).count() > 1 {
+                out.join(format!("{n}-{}", i + 1))
+            } else {
+                out.join(n)
+            }
+        })
+        .collect()
+}
+
+/// One input through the pipeline.
+fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Result<()> {
+    let cfg = predictor.config();
+    let k = cfg.classes as usize;
+    let style = Style::new(
+        cfg,
+        source.width,
+        source.height,
+        cli.layout,
+        cli.alpha,
+        cli.measure,
+    );
+    let threshold = cli.threshold.unwrap_or(style.scale.max / 2.0);
+    let settings = Settings {
+        input: absolute(&source.path),
+        input_size: state::input_size(source),
+        model: absolute(&predictor.path),
+        model_bytes: std::fs::metadata(&predictor.path)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        samples: if predictor.dropout {
+            predictor.opts.samples
+        } else {
+            1
+        },
+        seed: predictor.opts.seed,
+        dropout: predictor.dropout,
+        measure: cli.measure,
+        threshold,
+        every: cli.every,
+        width: source.width,
+        height: source.height,
+    };
+    let look = format!(
+        "codec {}, layout {:?}, alpha {}, frames {}",
+        cli.codec.name(),
+        cli.layout,
+        cli.alpha,
+        cli.frames
+    );
+    let paths = Paths::new(dir, cli.codec, cli.frames);
+    let cols = Columns::new(&cfg.class_names[..k.min(cfg.class_names.len())]);
+    let g = &style.geometry;
+    let done = match state::prepare(
+        &paths,
+        &settings,
+        &look,
+        cli.max_frames,
+        cli.restart,
+        &cols,
+        source,
+        g,
+    )? {
+        Start::Skip(s) => {
+            println!(
+                "{}: already done ({} frames in {}); pass --restart to redo it",
+                source.path.display(),
+                s.frames,
+                paths.dir.display()
+            );
+            return Ok(());
+        }
+        Start::Run(done) => done,
+    };
+    if !done.is_empty() {
+        eprintln!(
+            "{}: resuming: {} frames done by an earlier run are redrawn from their records",
+            source.path.display(),
+            done.len()
+        );
+    }
+    let selection = Selection {
+        every: cli.every,
+        max_frames: cli.max_frames,
+    };
+    let fps = source.fps / cli.every as f64;
+    let writer = open_writer(&paths.video_partial, cli, fps, g.width, g.height)?;
+    let csv = table::Writer::start(&paths.csv_partial, &cols, &done)?;
+    let progress = progress_bar(source, selection);
+    let ctx = pipeline::Job {
+        source,
+        selection,
+        batch: cli.batch,
+        style: &style,
+        cols: &cols,
+        paths: &paths,
+        threshold,
+        classes: k,
+        frame_pngs: cli.frames,
+    };
+    let start = Instant::now();
+    let result = pipeline::run(&ctx, predictor, &done, writer, csv, &progress);
+    progress.finish_and_clear();
+    let report = result?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut summary = Summary {
+        status: Status::Finished,
+        stopped: None,
+        input: source.path.display().to_string(),
+        frames: report.written,
+        computed: report.computed,
+        max_frames: cli.max_frames,
+        look,
+        settings,
+        video: None,
+        csv: None,
+        plot: None,
+        video_width: g.width,
+        video_height: g.height,
+        fps,
+        seconds,
+        frames_per_second: report.computed as f64 / seconds.max(1e-9),
+        network_idle: report.idle_share().0,
+    };
+    match &report.end {
+        End::Finished => {}
+        End::Stopped => {
+            summary.status = Status::Interrupted;
+            summary.stopped = Some("interrupted".into());
+            write_summary(&paths, &summary)?;
+            let what = if stop::requested() {
+                "interrupted"
+            } else {
+                "stopped early"
+            };
+            return Err(Interrupted(format!(
+                "{what}: {} of {} frames done; the partial video {} is playable; run the same \
+                 command again to resume",
+                report.written,
+                expected(source, selection).map_or("?".into(), |n| n.to_string()),
+                paths.video_partial.display()
+            ))
+            .into());
+        }
+        End::Damaged { at, reason } if !source.is_video() || report.written == 0 => {
+            summary.status = Status::Interrupted;
+            summary.stopped = Some(reason.clone());
+            write_summary(&paths, &summary)?;
+            bail!(
+                "cannot decode frame {at} of {}: {reason}; {} frames before it are kept: fix or \
+                 remove the frame and run again to resume",
+                source.path.display(),
+                report.written
+            );
+        }
+        End::Damaged { at, reason } => {
+            eprintln!(
+                "warning: {}: {reason}; the video is truncated or damaged there, kept the {} \
+                 frames before frame {at}",
+                source.path.display(),
+                report.written
+            );
+            summary.status = Status::Truncated;
+            summary.stopped = Some(format!("frame {at}: {reason}"));
+        }
+    }
+    finalise(&paths, &cols, &mut summary, cli.frames)?;
+    report_line(source, &paths, &summary, &report);
+    Ok(())
+}
+
+fn absolute(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The number of frames a run will process, when known.
+fn expected(source: &Source, sel: Selection) -> Option<usize> {
+    source.frames.map(|n| sel.count(n))
+}
+
+fn open_writer(path: &Path, cli: &Cli, fps: f64, w: u32, h: u32) -> Result<VideoWriter> {
+    let name = path
+        .to_str()
+        .with_context(|| format!("output path {} is not UTF-8", path.display()))?;
+    let [a, b, c, d] = cli.codec.fourcc();
+    let fourcc = VideoWriter::fourcc(a, b, c, d)?;
+    let size = Size::new(w as i32, h as i32);
+    let writer = VideoWriter::new_with_backend(name, videoio::CAP_FFMPEG, fourcc, fps, size, true)
+        .with_context(|| format!("cannot create video {}", path.display()))?;
+    if !writer.is_opened()? {
+        bail!(
+            "cannot write {} with --codec {}: OpenCV's FFmpeg lacks that encoder here, or the folder \
+             is not writable; try --codec mp4v or --codec mjpg",
+            path.display(),
+            cli.codec.name()
+        );
+    }
+    Ok(writer)
+}
+
+fn progress_bar(source: &Source, sel: Selection) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(expected(source, sel).map(|n| n as u64), target);
+    let template = "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    let name = source
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    bar.set_prefix(name);
+    bar
+}
+
+fn write_summary(paths: &Paths, summary: &Summary) -> Result<()> {
+    table::write_atomic(&paths.summary, &serde_json::to_vec_pretty(summary)?)
+}
+
+/// Gives the outputs their final names: video, sorted CSV, plot, summary.
+fn finalise(paths: &Paths, cols: &Columns, summary: &mut Summary, keep_frames: bool) -> Result<()> {
+    std::fs::rename(&paths.video_partial, &paths.video)
+        .with_context(|| format!("cannot rename {}", paths.video_partial.display()))?;
+    let rows = table::finalise(&paths.csv_partial, &paths.csv, cols)?;
+    render::save_png_atomic(&crate::plot::uncertainty_over_time(&rows), &paths.plot)?;
+    if !keep_frames && paths.records.exists() {
+        std::fs::remove_dir_all(&paths.records)
+            .with_context(|| format!("cannot remove {}", paths.records.display()))?;
+    }
+    summary.video = Some(paths.video.clone());
+    summary.csv = Some(paths.csv.clone());
+    summary.plot = Some(paths.plot.clone());
+    write_summary(paths, summary)
+}
+
+fn report_line(source: &Source, paths: &Paths, s: &Summary, report: &Report) {
+    let (idle, frames, encoder) = report.idle_share();
+    let reused = s.frames - s.computed.min(s.frames);
+    let reused = if reused > 0 {
+        format!(" ({reused} from an earlier run)")
+    } else {
+        String::new()
+    };
+    println!(
+        "{}: {} frames{reused} in {:.1} s, {:.2} frames/s; network idle {:.0}% (waiting for frames \
+         {:.0}%, for the encoder {:.0}%) -> {}",
+        source.path.display(),
+        s.frames,
+        s.seconds,
+        s.frames_per_second,
+        100.0 * idle,
+        100.0 * frames,
+        100.0 * encoder,
+        paths.video.display()
+    );
+}
