@@ -205,7 +205,7 @@ mod tests {
             let g = &s.geometry;
             let f = draw(&s, &vec![0.0; (g.w * g.h) as usize]);
             assert_eq!(f.dimensions(), (g.width, g.height));
-            assert!(g.width % 2 == 0 && g.height % 2 == 0);
+            assert!(g.width.is_multiple_of(2) && g.height.is_multiple_of(2));
             assert_eq!(
                 f.get_pixel(g.input_at.0 + 5, g.input_at.1 + 5).0,
                 [10, 20, 30]

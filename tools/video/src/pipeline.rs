@@ -293,6 +293,7 @@ fn encode_stage(
                     &d.bgr,
                 )?;
                 writer.write(&mat).context("encoding a frame")?;
+                progress.inc(1);
                 if let Some(row) = &d.row {
                     rows.push_str(row);
                     computed += 1;
@@ -301,7 +302,6 @@ fn encode_stage(
             // The rows go to disk after their frames' records: a row means a finished frame.
             csv.append(&rows)?;
             written += batch.len();
-            progress.inc(batch.len() as u64);
             stop::test_kill(computed);
         }
         Ok(())

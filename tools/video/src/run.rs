@@ -1,12 +1,14 @@
 //! A whole invocation: check every input and output folder before loading the model, then run
 //! the pipeline on each input and turn its ending into outputs and messages.
 
+use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use opencv::core::Size;
 use opencv::videoio::{self, VideoWriter, VideoWriterTraitConst};
 use segnet_bayes::infer::{self, Predictor};
@@ -40,7 +42,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         .map(|p| source::probe(p, cli.fps))
         .collect::<Result<Vec<_>>>()?;
     let dirs = output_dirs(&cli.out, &sources);
-    for d in &dirs {
+    for (source, d) in sources.iter().zip(&dirs) {
+        if overwrites(source, d) {
+            bail!(
+                "--out {} would overwrite the input {}; choose another output folder",
+                d.display(),
+                source.path.display()
+            );
+        }
         infer::prepare_out_dir(d)?;
     }
     let predictor = Predictor::load(&cli.sampling, !cli.no_dropout)?;
@@ -116,6 +125,29 @@ fn output_dirs(out: &Path, sources: &[Source]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether writing into `dir` could replace or remove the input: a frame folder that is the
+/// output folder (our PNGs would become frames) or one of its subfolders, or a video named like
+/// our own.
+fn overwrites(source: &Source, dir: &Path) -> bool {
+    let input = absolute(&source.path);
+    if source.is_video() {
+        let ours = source
+            .path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("overlay."));
+        let parent = source.path.parent().map(absolute);
+        ours && parent.as_deref() == Some(absolute(dir).as_str())
+    } else {
+        [
+            dir.to_path_buf(),
+            dir.join("frames"),
+            dir.join(".segnet-video"),
+        ]
+        .iter()
+        .any(|d| absolute(d) == input)
+    }
+}
+
 /// One input through the pipeline.
 fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Result<()> {
     let cfg = predictor.config();
@@ -129,26 +161,7 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         cli.measure,
     );
     let threshold = cli.threshold.unwrap_or(style.scale.max / 2.0);
-    let settings = Settings {
-        input: absolute(&source.path),
-        input_size: state::input_size(source),
-        model: absolute(&predictor.path),
-        model_bytes: std::fs::metadata(&predictor.path)
-            .map(|m| m.len())
-            .unwrap_or(0),
-        samples: if predictor.dropout {
-            predictor.opts.samples
-        } else {
-            1
-        },
-        seed: predictor.opts.seed,
-        dropout: predictor.dropout,
-        measure: cli.measure,
-        threshold,
-        every: cli.every,
-        width: source.width,
-        height: source.height,
-    };
+    let settings = settings(predictor, cli, source, threshold);
     let look = format!(
         "codec {}, layout {:?}, alpha {}, frames {}",
         cli.codec.name(),
@@ -180,6 +193,15 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         }
         Start::Run(done) => done,
     };
+    let selection = Selection {
+        every: cli.every,
+        max_frames: cli.max_frames,
+    };
+    // An earlier run may have gone further than this one's --max-frames.
+    let done: BTreeMap<usize, String> = done
+        .into_iter()
+        .filter(|(i, _)| selection.includes(*i))
+        .collect();
     if !done.is_empty() {
         eprintln!(
             "{}: resuming: {} frames done by an earlier run are redrawn from their records",
@@ -187,15 +209,11 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
             done.len()
         );
     }
-    let selection = Selection {
-        every: cli.every,
-        max_frames: cli.max_frames,
-    };
     let fps = source.fps / cli.every as f64;
     let writer = open_writer(&paths.video_partial, cli, fps, g.width, g.height)?;
     let csv = table::Writer::start(&paths.csv_partial, &cols, &done)?;
     let progress = progress_bar(source, selection);
-    let ctx = pipeline::Job {
+    let job = pipeline::Job {
         source,
         selection,
         batch: cli.batch,
@@ -207,11 +225,11 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         frame_pngs: cli.frames,
     };
     let start = Instant::now();
-    let result = pipeline::run(&ctx, predictor, &done, writer, csv, &progress);
+    let result = pipeline::run(&job, predictor, &done, writer, csv, &progress);
     progress.finish_and_clear();
     let report = result?;
     let seconds = start.elapsed().as_secs_f64();
-    let mut summary = Summary {
+    let summary = Summary {
         status: Status::Finished,
         stopped: None,
         input: source.path.display().to_string(),
@@ -230,12 +248,43 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         frames_per_second: report.computed as f64 / seconds.max(1e-9),
         network_idle: report.idle_share().0,
     };
+    conclude(&job, &report, summary)
+}
+
+/// What the results of an input depend on.
+fn settings(predictor: &Predictor, cli: &Cli, source: &Source, threshold: f32) -> Settings {
+    Settings {
+        input: absolute(&source.path),
+        input_size: state::input_size(source),
+        model: absolute(&predictor.path),
+        model_bytes: std::fs::metadata(&predictor.path)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        samples: if predictor.dropout {
+            predictor.opts.samples
+        } else {
+            1
+        },
+        seed: predictor.opts.seed,
+        dropout: predictor.dropout,
+        measure: cli.measure,
+        threshold,
+        every: cli.every,
+        width: source.width,
+        height: source.height,
+    }
+}
+
+/// Turns the way a run ended into final outputs (finished, truncated video) or a message
+/// (interrupted, damaged frame folder).
+fn conclude(job: &pipeline::Job, report: &Report, mut summary: Summary) -> Result<()> {
+    let (source, paths) = (job.source, job.paths);
     match &report.end {
         End::Finished => {}
         End::Stopped => {
             summary.status = Status::Interrupted;
             summary.stopped = Some("interrupted".into());
-            write_summary(&paths, &summary)?;
+            write_summary(paths, &summary)?;
             let what = if stop::requested() {
                 "interrupted"
             } else {
@@ -245,7 +294,7 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
                 "{what}: {} of {} frames done; the partial video {} is playable; run the same \
                  command again to resume",
                 report.written,
-                expected(source, selection).map_or("?".into(), |n| n.to_string()),
+                expected(source, job.selection).map_or("?".into(), |n| n.to_string()),
                 paths.video_partial.display()
             ))
             .into());
@@ -253,18 +302,22 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         End::Damaged { at, reason } if !source.is_video() || report.written == 0 => {
             summary.status = Status::Interrupted;
             summary.stopped = Some(reason.clone());
-            write_summary(&paths, &summary)?;
+            write_summary(paths, &summary)?;
+            if !source.is_video() {
+                bail!(
+                    "frame {at}: {reason}; the {} frames before it are kept: fix or remove that \
+                     frame and run the same command again to resume",
+                    report.written
+                );
+            }
             bail!(
-                "cannot decode frame {at} of {}: {reason}; {} frames before it are kept: fix or \
-                 remove the frame and run again to resume",
-                source.path.display(),
-                report.written
+                "no frame of video {} could be decoded: {reason}",
+                source.path.display()
             );
         }
         End::Damaged { at, reason } => {
             eprintln!(
-                "warning: {}: {reason}; the video is truncated or damaged there, kept the {} \
-                 frames before frame {at}",
+                "warning: {} is truncated or damaged: {reason}; kept the {} frames before frame {at}",
                 source.path.display(),
                 report.written
             );
@@ -272,8 +325,8 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
             summary.stopped = Some(format!("frame {at}: {reason}"));
         }
     }
-    finalise(&paths, &cols, &mut summary, cli.frames)?;
-    report_line(source, &paths, &summary, &report);
+    finalise(paths, job.cols, &mut summary, job.frame_pngs)?;
+    report_line(source, paths, &summary, report);
     Ok(())
 }
 
@@ -315,9 +368,26 @@ fn progress_bar(source: &Source, sel: Selection) -> ProgressBar {
     } else {
         ProgressDrawTarget::hidden()
     };
-    let bar = ProgressBar::with_draw_target(expected(source, sel).map(|n| n as u64), target);
-    let template = "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta}";
+    let total = expected(source, sel);
+    let bar = ProgressBar::with_draw_target(total.map(|n| n as u64), target);
+    let template = if total.is_some() {
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} frames, {rate}, ETA {left}"
+    } else {
+        "{prefix} [{elapsed_precise}] {pos} frames, {rate}"
+    };
+    // Frames arrive a batch at a time; the average since the start is steadier than
+    // indicatif's moving estimate.
+    let rate = |s: &ProgressState| s.pos() as f64 / s.elapsed().as_secs_f64().max(1e-3);
     if let Ok(style) = ProgressStyle::with_template(template) {
+        let style = style
+            .with_key("rate", move |s: &ProgressState, w: &mut dyn Write| {
+                let _ = write!(w, "{:.1} frames/s", rate(s));
+            })
+            .with_key("left", move |s: &ProgressState, w: &mut dyn Write| {
+                let left = s.len().unwrap_or(0).saturating_sub(s.pos()) as f64;
+                let secs = if s.pos() > 0 { left / rate(s) } else { 0.0 };
+                let _ = write!(w, "{}", HumanDuration(Duration::from_secs_f64(secs)));
+            });
         bar.set_style(style);
     }
     let name = source

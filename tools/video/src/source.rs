@@ -74,7 +74,12 @@ pub struct Selection {
 
 impl Selection {
     pub fn takes(&self, index: usize) -> bool {
-        index % self.every == 0
+        index.is_multiple_of(self.every)
+    }
+
+    /// Whether the frame at `index` is processed (selected and within --max-frames).
+    pub fn includes(&self, index: usize) -> bool {
+        self.takes(index) && (self.max_frames == 0 || index / self.every < self.max_frames)
     }
 
     /// How many frames of an input with `total` frames are processed.
@@ -366,7 +371,7 @@ fn video_end(source: &Source, index: usize) -> End {
         // Containers estimate the count from the duration; allow for rounding.
         Some(n) if index + 1 < n => End::Damaged {
             at: index,
-            reason: format!("the file announces {n} frames but decoding stops at frame {index}"),
+            reason: format!("it announces {n} frames but decoding stops at frame {index}"),
         },
         _ => End::Finished,
     }
@@ -513,11 +518,19 @@ mod tests {
         };
         assert_eq!(sel.count(10), 4); // 0, 3, 6, 9
         assert!(sel.takes(9) && !sel.takes(10));
+        assert!(sel.includes(9));
         let capped = Selection {
             every: 1,
             max_frames: 5,
         };
         assert_eq!(capped.count(12), 5);
         assert_eq!(capped.count(3), 3);
+        assert!(capped.includes(4) && !capped.includes(5));
+        let both = Selection {
+            every: 2,
+            max_frames: 3,
+        };
+        let taken: Vec<usize> = (0..20).filter(|&i| both.includes(i)).collect();
+        assert_eq!(taken, [0, 2, 4]);
     }
 }

@@ -206,7 +206,7 @@ pub struct Summary {
 /// What to do with an input.
 pub enum Start {
     /// A finished run with the same settings is already there.
-    Skip(Summary),
+    Skip(Box<Summary>),
     /// Run, with the CSV rows of frames done earlier (by frame index).
     Run(BTreeMap<usize, String>),
 }
@@ -237,7 +237,7 @@ pub fn prepare(
         ),
         Some(_) => {
             if let Some(s) = finished_summary(paths, settings, look, max_frames) {
-                return Ok(Start::Skip(s));
+                return Ok(Start::Skip(Box::new(s)));
             }
         }
         None => {

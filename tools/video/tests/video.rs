@@ -519,4 +519,39 @@ fn max_frames_run_then_full_run_reuses_the_frames() {
     assert_eq!(summary(&out)["computed"], 8);
     assert_eq!(std::fs::read_dir(out.join("frames")).unwrap().count(), 36);
     assert_eq!(probe(&out.join("overlay.mp4")).0, 12);
+
+    // A shorter run afterwards keeps only its own frames.
+    let o = segnet_video(&m, &first, &[]);
+    assert_ok(&o);
+    assert_eq!(
+        summary(&out)["computed"],
+        0,
+        "all four redrawn from the records"
+    );
+    assert_eq!(csv_rows(&out.join("frames.csv")).1.len(), 4);
+    assert_eq!(probe(&out.join("overlay.mp4")).0, 4);
+}
+
+#[test]
+fn several_inputs_get_one_subfolder_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_frames(&a, 3);
+    write_frames(&b, 2);
+    let out = tmp.path().join("out");
+    let o = segnet_video(
+        &m,
+        &[
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ok(&o);
+    assert_eq!(csv_rows(&out.join("a/frames.csv")).1.len(), 3);
+    assert_eq!(csv_rows(&out.join("b/frames.csv")).1.len(), 2);
+    assert_eq!(probe(&out.join("b/overlay.mp4")).0, 2);
 }
