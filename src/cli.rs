@@ -57,7 +57,7 @@ pub struct SamplingArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ScaleMode {
-    /// The measure's theoretical range: the same colour means the same value in every image.
+    /// A fixed range per measure (see README): the same colour means the same value in every image.
     Fixed,
     /// Stretch each image's own range.
     PerImage,

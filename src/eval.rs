@@ -24,7 +24,7 @@ use crate::mc::{self, McOptions, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
 use crate::plot;
-use crate::render::{Measure, Scale};
+use crate::render::Measure;
 
 /// Confusion matrices of a validation pass.
 pub struct Validation {
@@ -131,12 +131,7 @@ impl Tally {
             confusion: Confusion::new(classes),
             stats: measures
                 .iter()
-                .map(|m| {
-                    (
-                        *m,
-                        UncertaintyStats::new(Scale::fixed(*m, classes).max.max(1e-6)),
-                    )
-                })
+                .map(|m| (*m, UncertaintyStats::new(m.bound(classes))))
                 .collect(),
         }
     }

@@ -332,6 +332,25 @@ struct Trainer<'a> {
 }
 
 impl Trainer<'_> {
+    /// Writes the resumable checkpoint, unless the weights have gone non-finite: then training
+    /// stops and the previous checkpoint stays as it was.
+    fn save_last(&self) -> Result<()> {
+        let last = self.out.join("last.safetensors");
+        let finite = tch::no_grad(|| {
+            self.vs
+                .trainable_variables()
+                .iter()
+                .all(|t| t.isfinite().all().int64_value(&[]) == 1)
+        });
+        ensure!(
+            finite,
+            "weights became NaN or infinite by step {}: training stopped; the last good checkpoint {} is intact (lower `train.lr`?)",
+            self.progress.global_step,
+            last.display()
+        );
+        save_checkpoint(&last, self.cfg, self.vs, Some(self.opt), &self.progress)
+    }
+
     fn elapsed(&self, base: f64) -> f64 {
         base + self.session_start.elapsed().as_secs_f64()
     }
@@ -415,12 +434,12 @@ impl Trainer<'_> {
                 bar.inc(1);
                 if self.progress.global_step.is_multiple_of(t.checkpoint_every) {
                     self.progress.elapsed = self.elapsed(base_elapsed);
-                    save_checkpoint(&last, self.cfg, self.vs, Some(self.opt), &self.progress)?;
+                    self.save_last()?;
                 }
                 if t.max_minutes > 0.0 && self.elapsed(base_elapsed) > t.max_minutes * 60.0 {
                     bar.abandon();
                     self.progress.elapsed = self.elapsed(base_elapsed);
-                    save_checkpoint(&last, self.cfg, self.vs, Some(self.opt), &self.progress)?;
+                    self.save_last()?;
                     return Ok(false);
                 }
             }
@@ -486,13 +505,7 @@ impl Trainer<'_> {
         self.progress.elapsed = self.elapsed(base);
         entry.elapsed_s = self.progress.elapsed;
         append_log(&self.out.join("log.jsonl"), &entry)?;
-        save_checkpoint(
-            &self.out.join("last.safetensors"),
-            self.cfg,
-            self.vs,
-            Some(self.opt),
-            &self.progress,
-        )?;
+        self.save_last()?;
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
         println!(
             "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | val global {} class {} mIoU {}{} | {:.1} min",

@@ -394,6 +394,40 @@ fn train_then_eval_on_a_tiny_synthetic_dataset() {
     }
 }
 
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_a_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 4);
+    let cfg = tiny_config(dir.path(), &data, 3, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "optimizer: adam\n  lr: 0.01",
+        "optimizer: sgd\n  lr: 1.0e+30",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_clean_error(&o, "training stopped");
+    let last = run_dir.join("last.safetensors");
+    if last.exists() {
+        let ckpt = segnet_bayes::model::checkpoint::read(&last).unwrap();
+        for (name, t) in &ckpt.tensors {
+            assert!(
+                t.isfinite().all().int64_value(&[]) == 1,
+                "{name} is not finite in the kept checkpoint"
+            );
+        }
+    }
+}
+
 /// Final training loss and validation mIoU of a run folder.
 fn last_epoch(run_dir: &Path) -> (usize, f64, f64) {
     let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
