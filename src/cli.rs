@@ -41,9 +41,10 @@ pub struct SamplingArgs {
     /// Monte Carlo dropout samples per image (T).
     #[arg(long, default_value_t = 40)]
     pub samples: usize,
-    /// Samples run through the network together.
-    #[arg(long, default_value_t = 4)]
-    pub chunk: usize,
+    /// Samples run through the network together (default: 2 on a CPU, where bigger batches
+    /// only cost memory, 8 on a GPU).
+    #[arg(long)]
+    pub chunk: Option<usize>,
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
     pub seed: Option<u64>,

@@ -55,13 +55,13 @@ impl Predictor {
         } else {
             crate::device::init_threads();
         }
+        let device = crate::device::parse(&args.device)?;
         let opts = McOptions {
             samples: args.samples,
-            chunk: args.chunk,
+            chunk: args.chunk.unwrap_or(if device.is_cuda() { 8 } else { 2 }),
             seed: args.seed,
         };
         opts.validate()?;
-        let device = crate::device::parse(&args.device)?;
         let path = match &args.model {
             Some(p) => p.clone(),
             None => default_model_path().with_context(|| {

@@ -29,7 +29,7 @@ fn shipped_model_segments_a_camvid_validation_frame() {
     let args = SamplingArgs {
         model: None,
         samples: 8,
-        chunk: 4,
+        chunk: Some(4),
         seed: Some(0),
         device: "cpu".into(),
         threads: None,

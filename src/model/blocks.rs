@@ -4,6 +4,12 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+/// The same values with channels-last strides (NHWC in memory, NCHW in shape): libtorch's CPU
+/// convolutions (oneDNN) run about 20% faster so, and their outputs keep the layout.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 /// Conv (k x k, same padding) + batch norm + optional ReLU.
 ///
 /// Batch norm is driven by its own `bn_train` flag, never by "is the model training": MC
@@ -62,7 +68,7 @@ impl ConvBn {
             None => Tensor::zeros_like(&self.bn.running_mean),
         };
         let b = (bias - &self.bn.running_mean) * &scale + beta;
-        self.folded = Some((w.detach(), b.detach()));
+        self.folded = Some((channels_last(&w.detach()), b.detach()));
     }
 
     pub fn unfold(&mut self) {
@@ -86,7 +92,8 @@ impl Switches {
         let mut shape = self.indices.size();
         shape[0] = n;
         Switches {
-            indices: self.indices.expand(&shape, false).contiguous(),
+            // Unpooling reads expanded (stride-0) indices fine: no copy per sample.
+            indices: self.indices.expand(&shape, false),
             size: self.size,
         }
     }

@@ -224,7 +224,7 @@ impl SegNet {
     pub fn prefix(&self, xs: &Tensor, bn_train: bool) -> Prefix {
         let mut switches = vec![];
         let split = self.split();
-        let mut features = xs.shallow_clone();
+        let mut features = super::blocks::channels_last(xs);
         for step in 0..split {
             features = self.run_step(step, features, &mut switches, bn_train);
         }
