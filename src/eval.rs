@@ -98,7 +98,7 @@ pub struct Scores {
 pub struct UncertaintyQuality {
     pub measure: String,
     pub prediction: String,
-    /// (fraction of most certain pixels kept, their accuracy)
+    /// (fraction of most certain pixels kept, their accuracy), for fractions 0.05, 0.10, .., 1
     pub accuracy_at_kept: Vec<(f64, f64)>,
     /// PAvPU with the threshold at the median uncertainty.
     pub pavpu_median: f64,
@@ -172,9 +172,9 @@ impl Tally {
                 UncertaintyQuality {
                     measure: m.name().to_string(),
                     prediction: prediction.to_string(),
-                    accuracy_at_kept: [0.1, 0.5, 0.9, 1.0]
-                        .iter()
-                        .map(|f| (*f, s.accuracy_at_kept(*f)))
+                    accuracy_at_kept: (1..=20)
+                        .map(|i| i as f64 / 20.0)
+                        .map(|f| (f, s.accuracy_at_kept(f)))
                         .collect(),
                     pavpu_median: s.pavpu(median),
                     median_threshold: median,
@@ -242,6 +242,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Fractions of most certain pixels shown in the Markdown table (the plot shows all 20).
+const TABLE_FRACTIONS: [f64; 4] = [0.1, 0.5, 0.9, 1.0];
+
 fn pct(v: f64) -> String {
     format!("{:.1}", 100.0 * v)
 }
@@ -278,7 +281,13 @@ pub fn markdown(r: &Report) -> String {
     s += "\nPixel accuracy of the most certain pixels, and PAvPU at the median uncertainty:\n\n";
     s += "| measure | prediction | 10% | 50% | 90% | 100% | PAvPU |\n|---|---|---|---|---|---|---|\n";
     for q in &r.uncertainty {
-        let acc: Vec<String> = q.accuracy_at_kept.iter().map(|(_, a)| pct(*a)).collect();
+        let acc: Vec<String> = TABLE_FRACTIONS
+            .iter()
+            .map(|f| {
+                let at = q.accuracy_at_kept.iter().find(|(k, _)| (k - f).abs() < 1e-9);
+                at.map_or("-".into(), |(_, a)| pct(*a))
+            })
+            .collect();
         s += &format!(
             "| {} | {} | {} | {} |\n",
             q.measure,
