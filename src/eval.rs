@@ -284,7 +284,10 @@ pub fn markdown(r: &Report) -> String {
         let acc: Vec<String> = TABLE_FRACTIONS
             .iter()
             .map(|f| {
-                let at = q.accuracy_at_kept.iter().find(|(k, _)| (k - f).abs() < 1e-9);
+                let at = q
+                    .accuracy_at_kept
+                    .iter()
+                    .find(|(k, _)| (k - f).abs() < 1e-9);
                 at.map_or("-".into(), |(_, a)| pct(*a))
             })
             .collect();
