@@ -73,11 +73,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.height >= 32 && args.width >= 32,
         "--height and --width must be at least 32"
     );
-    if let Some(n) = args.threads {
-        tch::set_num_threads(n.max(1));
-    } else {
-        crate::device::init_threads();
-    }
+    crate::device::set_threads(args.threads)?;
     let device = crate::device::parse(&args.device)?;
     let cfg = ModelConfig {
         arch: args.arch,

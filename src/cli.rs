@@ -42,7 +42,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 40)]
     pub samples: usize,
     /// Samples run through the network together (default: 2 on a CPU, where bigger batches
-    /// only cost memory, 8 on a GPU).
+    /// only cost memory; 40 on a GPU, where one big batch is fastest).
     #[arg(long)]
     pub chunk: Option<usize>,
     /// Seed for the dropout masks: identical inputs give identical outputs.

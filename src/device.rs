@@ -1,6 +1,6 @@
 //! Choosing where the network runs.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use tch::Device;
 
 /// `--device`: cpu, cuda (or cuda:N), auto (a GPU when libtorch sees one).
@@ -29,12 +29,20 @@ pub fn parse(name: &str) -> Result<Device> {
     }
 }
 
-/// Threads for libtorch's CPU kernels: `SEGNET_THREADS` or every core.
-pub fn init_threads() {
-    if let Some(n) = std::env::var("SEGNET_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    {
-        tch::set_num_threads(n.max(1));
+/// Threads for libtorch's CPU kernels: `--threads`, else `SEGNET_THREADS`, else every core.
+pub fn set_threads(threads: Option<i32>) -> Result<()> {
+    let n = match threads {
+        Some(n) => {
+            ensure!(n >= 1, "--threads must be at least 1, got {n}");
+            Some(n)
+        }
+        None => std::env::var("SEGNET_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(|n| n.max(1)),
+    };
+    if let Some(n) = n {
+        tch::set_num_threads(n);
     }
+    Ok(())
 }

@@ -10,16 +10,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::atomic::{write_atomic, write_json_atomic};
 use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
 use crate::data::{self, Loader, Pair};
-use crate::infer::{class_bytes, to_vec_f32, write_json_atomic, Predictor};
+use crate::infer::{class_bytes, to_vec_f32, Predictor};
 use crate::mc::{self, McOptions, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
@@ -304,10 +305,7 @@ pub fn markdown(r: &Report) -> String {
 
 fn write_report(out: &Path, r: &Report) -> Result<()> {
     write_json_atomic(&out.join("report.json"), r)?;
-    let md = out.join("report.md");
-    let tmp = md.with_extension("md.tmp");
-    std::fs::write(&tmp, markdown(r)).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &md).with_context(|| format!("cannot write {}", md.display()))?;
+    write_atomic(&out.join("report.md"), markdown(r).as_bytes())?;
     plot::write_eval_plots(out, r)?;
     ensure!(out.join("report.json").is_file(), "report not written");
     Ok(())

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::atomic::write_json_atomic;
 use crate::cli::{InferArgs, InitModelArgs, SamplingArgs, ScaleMode};
 use crate::config::ModelConfig;
 use crate::image_io;
@@ -49,16 +50,11 @@ pub struct Predictor {
 impl Predictor {
     /// Loads `--model` (or the shipped model) on `--device`, with batch norm folded for speed.
     pub fn load(args: &SamplingArgs, dropout: bool) -> Result<Predictor> {
-        if let Some(n) = args.threads {
-            ensure!(n >= 1, "--threads must be at least 1");
-            tch::set_num_threads(n);
-        } else {
-            crate::device::init_threads();
-        }
+        crate::device::set_threads(args.threads)?;
         let device = crate::device::parse(&args.device)?;
         let opts = McOptions {
             samples: args.samples,
-            chunk: args.chunk.unwrap_or(if device.is_cuda() { 8 } else { 2 }),
+            chunk: args.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
             seed: args.seed,
         };
         opts.validate()?;
@@ -264,14 +260,6 @@ fn class_share(pred: &Prediction, cfg: &ModelConfig) -> BTreeMap<String, f64> {
         .zip(counts)
         .map(|(n, c)| (n.clone(), c as f64 / total))
         .collect()
-}
-
-/// Writes JSON atomically (temporary file, then rename).
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn run(args: &InferArgs) -> Result<()> {

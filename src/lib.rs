@@ -5,6 +5,7 @@
 //! class probabilities and uncertainty maps to `render`, which writes the PNGs.
 //! Training (`train`) reads `data`, evaluation (`eval`) scores with `metrics`.
 
+pub mod atomic;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
+use crate::atomic::write_atomic;
 use crate::cli::TrainArgs;
 use crate::config::{ClassWeights, Config, Schedule, WeightMethod};
 use crate::data::{self, Loader, Pair, SplitMix64};
@@ -103,12 +104,6 @@ fn class_weights(cfg: &Config, pairs: &[Pair]) -> Result<Vec<f32>> {
             data::median_frequency_weights(pairs, &cfg.data, &cfg.model)?
         }
     })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn save_checkpoint(
@@ -196,12 +191,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         ensure!(m > 0.0, "--max-minutes must be positive");
         cfg.train.max_minutes = m;
     }
-    if let Some(n) = args.threads {
-        ensure!(n >= 1, "--threads must be at least 1");
-        tch::set_num_threads(n);
-    } else {
-        crate::device::init_threads();
-    }
+    crate::device::set_threads(args.threads)?;
     let device = crate::device::parse(&args.device)?;
     let (out, resumed) = open_run(args, &cfg)?;
     write_atomic(&out.join("config.yaml"), cfg.to_yaml().as_bytes())?;

@@ -138,19 +138,7 @@ pub fn finalise(partial: &Path, out: &Path, cols: &Columns) -> Result<Vec<Row>> 
     Ok(rows.values().filter_map(|r| cols.parse(r)).collect())
 }
 
-/// Writes a file through a temporary name and a rename, synced, so it is whole or absent.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}
+pub use segnet_bayes::atomic::write_atomic;
 
 #[cfg(test)]
 mod tests {
