@@ -30,6 +30,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a randomly initialised model (for trying the pipeline before training).
     InitModel(InitModelArgs),
+    /// Re-estimate a trained model's batch-norm statistics over a config's training split.
+    Recalibrate(RecalibrateArgs),
 }
 
 /// Options shared by everything that predicts.
@@ -110,6 +112,29 @@ pub struct TrainArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+pub struct RecalibrateArgs {
+    /// The trained model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The YAML config it was trained with (its data section names the training split).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Dataset folder, overriding `data.root`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Keep dropout on while estimating (the statistics MC sampling sees).
+    #[arg(long)]
+    pub dropout: bool,
+    /// Where to write the new model.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub threads: Option<i32>,
 }

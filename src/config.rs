@@ -298,8 +298,11 @@ pub struct TrainConfig {
     pub val_every: usize,
     /// MC samples for validation (0: weight averaging only).
     pub val_samples: usize,
-    /// Re-estimate batch-norm statistics over the training set after training (dropout off).
+    /// Re-estimate batch-norm statistics over the training set after training.
     pub bn_recalibrate: bool,
+    /// Keep dropout on while re-estimating them (the statistics MC sampling sees) instead of
+    /// off (the original authors' choice, which suits weight averaging).
+    pub bn_recalibrate_dropout: bool,
     /// Stop after this many minutes of training (0: no limit); the run ends cleanly.
     pub max_minutes: f64,
     /// Images decoded ahead of the training step.
@@ -322,6 +325,7 @@ impl Default for TrainConfig {
             val_every: 1,
             val_samples: 0,
             bn_recalibrate: false,
+            bn_recalibrate_dropout: false,
             max_minutes: 0.0,
             prefetch: 16,
         }

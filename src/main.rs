@@ -11,6 +11,7 @@ fn main() {
         Command::Eval(args) => segnet_bayes::eval::run(&args),
         Command::Bench(args) => segnet_bayes::bench::run(&args),
         Command::InitModel(args) => segnet_bayes::infer::init_model(&args),
+        Command::Recalibrate(args) => segnet_bayes::train::recalibrate(&args),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

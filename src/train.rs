@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::atomic::write_atomic;
-use crate::cli::TrainArgs;
+use crate::cli::{RecalibrateArgs, TrainArgs};
 use crate::config::{ClassWeights, Config, Schedule, WeightMethod};
 use crate::data::{self, Loader, Pair, SplitMix64};
 use crate::eval;
@@ -282,8 +282,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     checkpoint::load_into(&mut final_vs, &checkpoint::read(&source)?, &source)?;
     if cfg.train.bn_recalibrate {
-        println!("re-estimating batch-norm statistics over the training set (dropout off)");
-        recalibrate_batchnorm(&cfg, &final_vs, &final_net, &trainer.train_pairs)?;
+        println!(
+            "re-estimating batch-norm statistics over the training set (dropout {})",
+            if cfg.train.bn_recalibrate_dropout {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        recalibrate_batchnorm(
+            &cfg,
+            &final_vs,
+            &final_net,
+            &trainer.train_pairs,
+            cfg.train.bn_recalibrate_dropout,
+        )?;
     }
     save_checkpoint(
         &out.join("model.safetensors"),
@@ -526,16 +539,17 @@ fn progress_bar(len: u64, pos: u64, epoch: usize, epochs: usize) -> ProgressBar 
 }
 
 /// Re-estimates batch-norm running statistics as exact averages over the training set, with
-/// dropout off (as the original authors did before testing).
+/// dropout off (as the original authors did before testing) or on.
 ///
 /// tch's batch norm updates its running statistics as an exponential average with momentum
 /// 0.1; from the value before and after each batch we recover the batch's own statistics and
 /// keep their cumulative mean instead.
-fn recalibrate_batchnorm(
+pub fn recalibrate_batchnorm(
     cfg: &Config,
     vs: &nn::VarStore,
     net: &SegNet,
     pairs: &Arc<Vec<Pair>>,
+    dropout: bool,
 ) -> Result<()> {
     let momentum = 0.1;
     let stats: Vec<Tensor> = vs
@@ -565,7 +579,7 @@ fn recalibrate_batchnorm(
             let _ = net.forward(
                 &images,
                 Mode {
-                    dropout: false,
+                    dropout,
                     bn_train: true,
                 },
             );
@@ -582,6 +596,42 @@ fn recalibrate_batchnorm(
             s.copy_(&a.to_kind(Kind::Float));
         }
     });
+    Ok(())
+}
+
+/// `segnet-bayes recalibrate`: re-estimates a trained model's batch-norm statistics over the
+/// training split of a config, and writes the result as a new model.
+pub fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(root) = &args.data {
+        cfg.data.root = root.clone();
+    }
+    cfg.train.bn_recalibrate = true;
+    cfg.train.bn_recalibrate_dropout = args.dropout;
+    crate::device::set_threads(args.threads)?;
+    let device = crate::device::parse(&args.device)?;
+    let (vs, net, ckpt) = checkpoint::load_model(&args.model, device)?;
+    let diffs = checkpoint::config_differences(&ckpt.config, &cfg.model);
+    ensure!(
+        diffs.is_empty(),
+        "--config describes another model than {} ({})",
+        args.model.display(),
+        diffs.join(", ")
+    );
+    cfg.model = ckpt.config.clone();
+    let pairs = Arc::new(data::discover(
+        &cfg.data.root,
+        &cfg.data.train_split,
+        cfg.data.limit,
+    )?);
+    recalibrate_batchnorm(&cfg, &vs, &net, &pairs, args.dropout)?;
+    checkpoint::save(&args.out, &cfg.model, &vs, &[], &ckpt.meta)?;
+    println!(
+        "re-estimated batch norm over {} images (dropout {}) -> {}",
+        pairs.len(),
+        if args.dropout { "on" } else { "off" },
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -360,6 +360,32 @@ fn train_then_eval_on_a_tiny_synthetic_dataset() {
     ]);
     assert_clean_error(&again, "--resume");
 
+    // Batch-norm statistics re-estimated with dropout on: a new, loadable model whose running
+    // statistics differ from the trained one's.
+    let recal = dir.path().join("recal.safetensors");
+    let model = run_dir.join("model.safetensors");
+    let o = run(&[
+        "recalibrate",
+        "--model",
+        model.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dropout",
+        "--device",
+        "cpu",
+        "--out",
+        recal.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = segnet_bayes::model::checkpoint::read(&model).unwrap();
+    let after = segnet_bayes::model::checkpoint::read(&recal).unwrap();
+    let key = "enc2.1.bn.running_var";
+    assert!(
+        !before.tensors[key].equal(&after.tensors[key]),
+        "{key} unchanged"
+    );
+    assert!(before.tensors["enc2.1.conv.weight"].equal(&after.tensors["enc2.1.conv.weight"]));
+
     let eval_dir = dir.path().join("eval");
     let o = run(&[
         "eval",
