@@ -571,6 +571,8 @@ pub fn recalibrate_batchnorm(
         false,
     );
     let mut k = 0.0;
+    // Seeded: the dropout masks (when on) and so the statistics are reproducible.
+    tch::manual_seed(cfg.train.seed as i64);
     tch::no_grad(|| -> Result<()> {
         while let Some(batch) = loader.next() {
             let batch = batch?;
