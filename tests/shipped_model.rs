@@ -48,6 +48,7 @@ fn shipped_model_segments_a_camvid_validation_frame() {
         }
     }
     let accuracy = right as f64 / counted as f64;
-    // Measured 0.90 on this frame with MC-8 (README); the bound leaves room for other machines.
+    // Measured 0.865 on this frame with MC-8, seed 0 (infer, then compared with the label); the
+    // bound leaves room for other machines and libtorch builds.
     assert!(accuracy > 0.7, "pixel accuracy {accuracy:.3}");
 }
