@@ -343,22 +343,8 @@ fn decode_video(source: &Source, sel: Selection, tx: SyncSender<Frame>) -> Resul
         if !cap.read(&mut mat).unwrap_or(false) || mat.empty() {
             return Ok(video_end(source, index));
         }
-        let image = match bgr_to_rgb(&mat, source) {
-            Ok(img) => img,
-            Err(e) => {
-                return Ok(End::Damaged {
-                    at: index,
-                    reason: format!("{e:#}"),
-                })
-            }
-        };
-        let frame = Frame {
-            index,
-            time: index as f64 / source.fps,
-            image,
-        };
-        if tx.send(frame).is_err() {
-            return Ok(End::Stopped);
+        if let Some(end) = deliver(&tx, source, index, bgr_to_rgb(&mat, source)) {
+            return Ok(end);
         }
         sent += 1;
         index += 1;
@@ -406,6 +392,31 @@ fn bgr_to_rgb(mat: &Mat, source: &Source) -> Result<RgbImage> {
     Ok(RgbImage::from_raw(w, h, rgb).expect("w * h * 3 bytes"))
 }
 
+/// Hands frame `index` to the pipeline. Returns how decoding ends when it must stop here: the
+/// frame could not be decoded (damage), or the receiver is gone.
+fn deliver(
+    tx: &SyncSender<Frame>,
+    source: &Source,
+    index: usize,
+    image: Result<RgbImage>,
+) -> Option<End> {
+    let image = match image {
+        Ok(img) => img,
+        Err(e) => {
+            return Some(End::Damaged {
+                at: index,
+                reason: format!("{e:#}"),
+            })
+        }
+    };
+    let frame = Frame {
+        index,
+        time: index as f64 / source.fps,
+        image,
+    };
+    tx.send(frame).is_err().then_some(End::Stopped)
+}
+
 fn decode_folder(
     source: &Source,
     files: &[PathBuf],
@@ -427,7 +438,7 @@ fn decode_folder(
             .map(|&i| image_io::load_rgb(&files[i]))
             .collect();
         for (&index, image) in chunk.iter().zip(decoded) {
-            let image = match image.and_then(|img| {
+            let image = image.and_then(|img| {
                 let dims = img.dimensions();
                 ensure!(
                     dims == (source.width, source.height),
@@ -439,22 +450,9 @@ fn decode_folder(
                     source.height
                 );
                 Ok(img)
-            }) {
-                Ok(img) => img,
-                Err(e) => {
-                    return Ok(End::Damaged {
-                        at: index,
-                        reason: format!("{e:#}"),
-                    })
-                }
-            };
-            let frame = Frame {
-                index,
-                time: index as f64 / source.fps,
-                image,
-            };
-            if tx.send(frame).is_err() {
-                return Ok(End::Stopped);
+            });
+            if let Some(end) = deliver(&tx, source, index, image) {
+                return Ok(end);
             }
         }
     }
