@@ -185,8 +185,9 @@ struct Summary {
     files: Vec<String>,
 }
 
-/// Output file stem for an input; disambiguated when two inputs share a name.
-fn stems(files: &[PathBuf]) -> Vec<String> {
+/// Output file stems for inputs: each file's stem, with its index added where two inputs share
+/// one (`a.png` and `a.jpg`, or the same name in two folders).
+pub fn output_stems(files: &[PathBuf]) -> Vec<String> {
     let base: Vec<String> = files
         .iter()
         .map(|f| {
@@ -195,10 +196,14 @@ fn stems(files: &[PathBuf]) -> Vec<String> {
                 .unwrap_or_else(|| "image".into())
         })
         .collect();
+    let mut counts = std::collections::HashMap::new();
+    for s in &base {
+        *counts.entry(s.as_str()).or_insert(0usize) += 1;
+    }
     base.iter()
         .enumerate()
         .map(|(i, s)| {
-            if base.iter().filter(|b| *b == s).count() > 1 {
+            if counts[s.as_str()] > 1 {
                 format!("{s}-{i}")
             } else {
                 s.clone()
@@ -275,7 +280,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let files = expand_inputs(&args.inputs)?;
     let predictor = Predictor::load(&args.sampling, !args.no_dropout)?;
     prepare_out_dir(&args.out)?;
-    let stems = stems(&files);
+    let stems = output_stems(&files);
     let cfg = predictor.config().clone();
     let mut failures = 0;
     // Decode a few images ahead in parallel; the network itself uses every core per image.

@@ -12,6 +12,7 @@ use opencv::core::{Mat, MatTraitConst, MatTraitConstManual, CV_8UC3};
 use opencv::videoio::{self, VideoCapture, VideoCaptureTrait, VideoCaptureTraitConst};
 use rayon::prelude::*;
 use segnet_bayes::image_io;
+use segnet_bayes::infer::output_stems;
 
 use crate::stop;
 
@@ -110,34 +111,6 @@ impl Source {
             SourceKind::Folder(_, stems) => stems[index].clone(),
         }
     }
-}
-
-/// Output stems of frame files: the file stem, with the index added where two files share one
-/// (a.png and a.jpg).
-fn folder_stems(files: &[PathBuf]) -> Vec<String> {
-    let stems: Vec<String> = files
-        .iter()
-        .map(|p| {
-            p.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut counts = std::collections::HashMap::new();
-    for s in &stems {
-        *counts.entry(s.as_str()).or_insert(0usize) += 1;
-    }
-    stems
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            if counts[s.as_str()] > 1 {
-                format!("{s}-{i}")
-            } else {
-                s.clone()
-            }
-        })
-        .collect()
 }
 
 /// Opens an input and checks that it holds frames of one size, at least 32x32.
@@ -263,7 +236,7 @@ fn probe_folder(path: &Path, fps: Option<f64>) -> Result<Source> {
             );
         }
     }
-    let stems = folder_stems(&files);
+    let stems = output_stems(&files);
     Ok(Source {
         path: path.to_path_buf(),
         frames: Some(files.len()),
@@ -505,7 +478,7 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
-        assert_eq!(folder_stems(&files), ["a-0", "a-1", "b"]);
+        assert_eq!(output_stems(&files), ["a-0", "a-1", "b"]);
     }
 
     #[test]
