@@ -162,10 +162,6 @@ impl Accumulator {
         self.n += b;
     }
 
-    pub fn count(&self) -> i64 {
-        self.n
-    }
-
     /// The statistics of everything added. Panics when nothing was added.
     pub fn finish(self) -> Prediction {
         let n = self.n as f64;
