@@ -14,59 +14,59 @@ use segnet_bayes::render::Measure;
     about = "Segment videos or folders of frames with Bayesian SegNet: an overlay video with an \
              uncertainty heatmap, a per-frame CSV and a plot of uncertainty over time"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Video files (mp4, avi, mkv, webm, ...) or folders of PNG/JPEG frames (sorted naturally:
     /// frame2 before frame10).
     #[arg(required = true)]
-    pub inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub(crate) sampling: SamplingArgs,
     /// Output folder; one subfolder per input when several inputs are given.
     #[arg(long, short, default_value = "video-out")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Panels (input, class overlay, uncertainty heatmap) side by side or stacked.
     #[arg(long, value_enum, default_value_t = Layout::Side)]
-    pub layout: Layout,
+    pub(crate) layout: Layout,
     /// Video codec; the container follows from it (.mp4, .avi or .mkv).
-    #[arg(long, value_enum, default_value_t = Codec::Mp4v)]
-    pub codec: Codec,
+    #[arg(long, value_enum, default_value_t = Codec::Auto)]
+    pub(crate) codec: Codec,
     /// Also write per-frame PNGs into frames/: class indices, overlay and heatmap.
     #[arg(long)]
-    pub frames: bool,
+    pub(crate) frames: bool,
     /// Uncertainty measure shown in the heatmap and compared with --threshold.
     #[arg(long, value_enum, default_value_t = Measure::Variance)]
-    pub measure: Measure,
+    pub(crate) measure: Measure,
     /// Pixels whose --measure exceeds this count as uncertain (CSV column
     /// share_above_threshold). Default: half the top of the measure's fixed colour scale.
     #[arg(long)]
-    pub threshold: Option<f32>,
+    pub(crate) threshold: Option<f32>,
     /// Process every Nth frame; the output video plays at the source rate / N (real time).
     #[arg(long, default_value_t = 1)]
-    pub every: usize,
+    pub(crate) every: usize,
     /// Process at most this many frames per input (0: all).
     #[arg(long, default_value_t = 0)]
-    pub max_frames: usize,
+    pub(crate) max_frames: usize,
     /// Frames per batch handed between the decode, network, render and encode stages; Ctrl-C
     /// stops after the frames in hand.
     #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Frame rate of the output for frame folders (default 10), or to override a video's own.
     #[arg(long)]
-    pub fps: Option<f64>,
+    pub(crate) fps: Option<f64>,
     /// Opacity of the class colours in the overlay.
     #[arg(long, default_value_t = 0.5)]
-    pub alpha: f32,
+    pub(crate) alpha: f32,
     /// Weight averaging: one pass with dropout off instead of MC sampling.
     #[arg(long)]
-    pub no_dropout: bool,
+    pub(crate) no_dropout: bool,
     /// Discard the progress of an earlier run in the output folder and start over.
     #[arg(long)]
-    pub restart: bool,
+    pub(crate) restart: bool,
 }
 
 /// Where the three panels go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// Input | overlay | heatmap, left to right.
     Side,
     /// Input over overlay over heatmap.
@@ -75,11 +75,14 @@ pub enum Layout {
 
 /// Video codecs that OpenCV's FFmpeg back-end was measured to round-trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Codec {
-    /// MPEG-4 Part 2 in .mp4: plays nearly everywhere.
-    Mp4v,
-    /// H.264 in .mp4 (needs an FFmpeg with an H.264 encoder).
+pub(crate) enum Codec {
+    /// H.264 (avc1) in .mp4 where this OpenCV/FFmpeg can write it, else mp4v.
+    Auto,
+    /// H.264 in .mp4: plays everywhere, browsers included (needs an FFmpeg with an H.264
+    /// encoder).
     Avc1,
+    /// MPEG-4 Part 2 in .mp4: desktop players, not browsers.
+    Mp4v,
     /// Motion JPEG in .avi: large, simple, robust.
     Mjpg,
     /// Xvid MPEG-4 in .avi.
@@ -91,11 +94,19 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The FourCC OpenCV asks FFmpeg for.
-    pub fn fourcc(self) -> [char; 4] {
+    /// The codecs to try, in turn, for this choice.
+    pub(crate) fn candidates(self) -> Vec<Codec> {
         match self {
+            Codec::Auto => vec![Codec::Avc1, Codec::Mp4v],
+            c => vec![c],
+        }
+    }
+
+    /// The FourCC OpenCV asks FFmpeg for (auto asks for H.264 first).
+    pub(crate) fn fourcc(self) -> [char; 4] {
+        match self {
+            Codec::Auto | Codec::Avc1 => ['a', 'v', 'c', '1'],
             Codec::Mp4v => ['m', 'p', '4', 'v'],
-            Codec::Avc1 => ['a', 'v', 'c', '1'],
             Codec::Mjpg => ['M', 'J', 'P', 'G'],
             Codec::Xvid => ['X', 'V', 'I', 'D'],
             Codec::X264 => ['X', '2', '6', '4'],
@@ -104,15 +115,15 @@ impl Codec {
     }
 
     /// The container's file extension.
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
-            Codec::Mp4v | Codec::Avc1 => "mp4",
+            Codec::Auto | Codec::Avc1 | Codec::Mp4v => "mp4",
             Codec::Mjpg | Codec::Xvid | Codec::Ffv1 => "avi",
             Codec::X264 => "mkv",
         }
     }
 
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         self.to_possible_value()
             .map(|v| v.get_name().to_string())
             .unwrap_or_default()

@@ -14,7 +14,7 @@ use opencv::videoio::{self, VideoWriter, VideoWriterTraitConst};
 use segnet_bayes::infer::{self, Predictor};
 use segnet_bayes::render;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Codec};
 use crate::frame::Style;
 use crate::pipeline::{self, Report};
 use crate::source::{self, End, Selection, Source};
@@ -24,7 +24,7 @@ use crate::table::{self, Columns};
 
 /// Ctrl-C ended the run; the outputs are partial and resume on the next run.
 #[derive(Debug)]
-pub struct Interrupted(pub String);
+pub(crate) struct Interrupted(String);
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,7 +34,7 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-pub fn run(cli: &Cli) -> Result<()> {
+pub(crate) fn run(cli: &Cli) -> Result<()> {
     validate(cli)?;
     let sources = cli
         .inputs
@@ -210,7 +210,7 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         );
     }
     let fps = source.fps / cli.every as f64;
-    let writer = open_writer(&paths.video_partial, cli, fps, g.width, g.height)?;
+    let (writer, codec) = open_writer(&paths.video_partial, cli.codec, fps, g.width, g.height)?;
     let csv = table::Writer::start(&paths.csv_partial, &cols, &done)?;
     let progress = progress_bar(source, selection);
     let job = pipeline::Job {
@@ -238,6 +238,7 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         max_frames: cli.max_frames,
         look,
         settings,
+        codec: codec.name(),
         video: None,
         csv: None,
         plot: None,
@@ -342,24 +343,42 @@ fn expected(source: &Source, sel: Selection) -> Option<usize> {
     source.frames.map(|n| sel.count(n))
 }
 
-fn open_writer(path: &Path, cli: &Cli, fps: f64, w: u32, h: u32) -> Result<VideoWriter> {
+/// Opens the video with the first of the codec's candidates this OpenCV/FFmpeg can write.
+fn open_writer(
+    path: &Path,
+    codec: Codec,
+    fps: f64,
+    w: u32,
+    h: u32,
+) -> Result<(VideoWriter, Codec)> {
     let name = path
         .to_str()
         .with_context(|| format!("output path {} is not UTF-8", path.display()))?;
-    let [a, b, c, d] = cli.codec.fourcc();
-    let fourcc = VideoWriter::fourcc(a, b, c, d)?;
     let size = Size::new(w as i32, h as i32);
-    let writer = VideoWriter::new_with_backend(name, videoio::CAP_FFMPEG, fourcc, fps, size, true)
-        .with_context(|| format!("cannot create video {}", path.display()))?;
-    if !writer.is_opened()? {
-        bail!(
-            "cannot write {} with --codec {}: OpenCV's FFmpeg lacks that encoder here, or the folder \
-             is not writable; try --codec mp4v or --codec mjpg",
-            path.display(),
-            cli.codec.name()
-        );
+    for c in codec.candidates() {
+        let [a, b, x, d] = c.fourcc();
+        let fourcc = VideoWriter::fourcc(a, b, x, d)?;
+        let writer =
+            VideoWriter::new_with_backend(name, videoio::CAP_FFMPEG, fourcc, fps, size, true)
+                .with_context(|| format!("cannot create video {}", path.display()))?;
+        if writer.is_opened()? {
+            if codec == Codec::Auto && c != Codec::Avc1 {
+                eprintln!(
+                    "warning: this OpenCV/FFmpeg cannot write H.264 (avc1); writing {} as {}, \
+                     which browsers do not play",
+                    path.display(),
+                    c.name()
+                );
+            }
+            return Ok((writer, c));
+        }
     }
-    Ok(writer)
+    bail!(
+        "cannot write {} with --codec {}: OpenCV's FFmpeg lacks that encoder here, or the folder \
+         is not writable; try --codec mjpg",
+        path.display(),
+        codec.name()
+    )
 }
 
 fn progress_bar(source: &Source, sel: Selection) -> ProgressBar {
@@ -429,7 +448,7 @@ fn report_line(source: &Source, paths: &Paths, s: &Summary, report: &Report) {
     };
     println!(
         "{}: {} frames{reused} in {:.1} s, {:.2} frames/s; network idle {:.0}% (waiting for frames \
-         {:.0}%, for the encoder {:.0}%) -> {}",
+         {:.0}%, for the encoder {:.0}%) -> {} (codec {})",
         source.path.display(),
         s.frames,
         s.seconds,
@@ -437,6 +456,7 @@ fn report_line(source: &Source, paths: &Paths, s: &Summary, report: &Report) {
         100.0 * idle,
         100.0 * frames,
         100.0 * encoder,
-        paths.video.display()
+        paths.video.display(),
+        s.codec
     );
 }

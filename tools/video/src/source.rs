@@ -2,7 +2,6 @@
 //! frames sorted naturally. `probe` checks an input before any work (openable, at least one
 //! frame, one frame size); `decode` runs on its own thread and streams the selected frames.
 
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
@@ -209,7 +208,11 @@ fn probe_folder(path: &Path, fps: Option<f64>) -> Result<Source> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && image_io::is_image_name(p))
         .collect();
-    files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    // Natural order (frame2 before frame10); plain order breaks natord's ties, such as names
+    // that differ only in spaces, so the order never depends on the listing's.
+    files.sort_by(|a, b| {
+        natord::compare(&a.to_string_lossy(), &b.to_string_lossy()).then_with(|| a.cmp(b))
+    });
     if files.is_empty() {
         bail!("folder {} holds no PNG or JPEG frames", path.display());
     }
@@ -245,39 +248,6 @@ fn probe_folder(path: &Path, fps: Option<f64>) -> Result<Source> {
         height,
         fps: fps.unwrap_or(FOLDER_FPS),
     })
-}
-
-/// Compares names so that digit runs compare as numbers: `frame2` < `frame10`.
-pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut x, mut y) = (a, b);
-    loop {
-        match (x.chars().next(), y.chars().next()) {
-            (None, None) => return a.cmp(b),
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
-                let (nx, rx) = split_digits(x);
-                let (ny, ry) = split_digits(y);
-                let (tx, ty) = (nx.trim_start_matches('0'), ny.trim_start_matches('0'));
-                let ord = tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                (x, y) = (rx, ry);
-            }
-            (Some(c), Some(d)) => {
-                if c != d {
-                    return c.cmp(&d);
-                }
-                (x, y) = (&x[c.len_utf8()..], &y[d.len_utf8()..]);
-            }
-        }
-    }
-}
-
-fn split_digits(s: &str) -> (&str, &str) {
-    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    s.split_at(end)
 }
 
 /// Streams the selected frames of `source` into `tx`, in order, until the input ends, Ctrl-C,
@@ -435,42 +405,6 @@ fn decode_folder(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn natural_order_puts_frame2_before_frame10() {
-        let mut names = vec![
-            "frame10.png",
-            "frame2.png",
-            "frame1.png",
-            "frame02.png",
-            "a.png",
-            "frame100.png",
-            "frame9b.png",
-            "frame9a.png",
-        ];
-        names.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(
-            names,
-            [
-                "a.png",
-                "frame1.png",
-                "frame02.png",
-                "frame2.png",
-                "frame9a.png",
-                "frame9b.png",
-                "frame10.png",
-                "frame100.png"
-            ]
-        );
-    }
-
-    #[test]
-    fn natural_order_handles_huge_numbers_and_unicode() {
-        let big = "x123456789012345678901234567890";
-        assert_eq!(natural_cmp(big, "x9"), Ordering::Greater);
-        assert_eq!(natural_cmp("é2", "é10"), Ordering::Less);
-        assert_eq!(natural_cmp("same", "same"), Ordering::Equal);
-    }
 
     #[test]
     fn frames_sharing_a_stem_get_distinct_names() {

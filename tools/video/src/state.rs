@@ -191,6 +191,8 @@ pub struct Summary {
     /// Codec, layout and look options: a change redoes the video, not the frames.
     pub look: String,
     pub settings: Settings,
+    /// The codec the video was written with (`auto` picks one).
+    pub codec: String,
     pub video: Option<PathBuf>,
     pub csv: Option<PathBuf>,
     pub plot: Option<PathBuf>,

@@ -21,34 +21,6 @@ pub fn install() {
     }
 }
 
-/// Asks every stage to stop, as Ctrl-C does.
-pub fn request() {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 pub fn requested() -> bool {
     STOP.load(Ordering::SeqCst)
-}
-
-/// Simulated interruptions for the integration tests. `SEGNET_VIDEO_TEST_STOP=N` acts like
-/// Ctrl-C once the network has computed N frames.
-pub fn test_stop(computed: usize) {
-    if reached("SEGNET_VIDEO_TEST_STOP", computed) {
-        request();
-    }
-}
-
-/// `SEGNET_VIDEO_TEST_KILL=N` acts like SIGKILL (abort: no clean-up at all) once the rows of N
-/// computed frames are on disk.
-pub fn test_kill(written: usize) {
-    if reached("SEGNET_VIDEO_TEST_KILL", written) {
-        std::process::abort();
-    }
-}
-
-fn reached(var: &str, count: usize) -> bool {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| count >= n)
 }
