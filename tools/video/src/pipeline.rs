@@ -35,17 +35,17 @@ use crate::stop;
 use crate::table::{self, Columns};
 
 /// What the stages share.
-pub struct Job<'a> {
-    pub source: &'a Source,
-    pub selection: Selection,
-    pub batch: usize,
-    pub style: &'a Style,
-    pub cols: &'a Columns,
-    pub paths: &'a Paths,
-    pub threshold: f32,
-    pub classes: usize,
+pub(crate) struct Job<'a> {
+    pub(crate) source: &'a Source,
+    pub(crate) selection: Selection,
+    pub(crate) batch: usize,
+    pub(crate) style: &'a Style,
+    pub(crate) cols: &'a Columns,
+    pub(crate) paths: &'a Paths,
+    pub(crate) threshold: f32,
+    pub(crate) classes: usize,
     /// Also write the overlay PNG of each frame (--frames).
-    pub frame_pngs: bool,
+    pub(crate) frame_pngs: bool,
 }
 
 /// A frame on its way to the renderer.
@@ -65,21 +65,21 @@ struct Drawn {
 
 /// How a run went.
 #[derive(Debug)]
-pub struct Report {
-    pub end: End,
+pub(crate) struct Report {
+    pub(crate) end: End,
     /// Frames in the video.
-    pub written: usize,
+    pub(crate) written: usize,
     /// Frames this run computed.
-    pub computed: usize,
+    pub(crate) computed: usize,
     /// Time in the network, and waiting before and after it.
-    pub busy: Duration,
-    pub wait_frames: Duration,
-    pub wait_encoder: Duration,
+    busy: Duration,
+    wait_frames: Duration,
+    wait_encoder: Duration,
 }
 
 impl Report {
     /// Share of the network's time spent idle (waiting for frames or for the encoder).
-    pub fn idle_share(&self) -> (f64, f64, f64) {
+    pub(crate) fn idle_share(&self) -> (f64, f64, f64) {
         let total = (self.busy + self.wait_frames + self.wait_encoder)
             .as_secs_f64()
             .max(1e-9);
@@ -103,7 +103,7 @@ struct Timing {
 
 /// Runs the stages until the input ends, Ctrl-C, or a failure. The video is closed properly in
 /// every case; the caller decides what the ending means.
-pub fn run(
+pub(crate) fn run(
     ctx: &Job,
     predictor: &Predictor,
     done: &BTreeMap<usize, String>,

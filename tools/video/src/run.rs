@@ -11,6 +11,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use opencv::core::Size;
 use opencv::videoio::{self, VideoWriter, VideoWriterTraitConst};
+use segnet_bayes::atomic::write_atomic;
 use segnet_bayes::infer::{self, Predictor};
 use segnet_bayes::render;
 
@@ -419,7 +420,7 @@ fn progress_bar(source: &Source, sel: Selection) -> ProgressBar {
 }
 
 fn write_summary(paths: &Paths, summary: &Summary) -> Result<()> {
-    table::write_atomic(&paths.summary, &serde_json::to_vec_pretty(summary)?)
+    write_atomic(&paths.summary, &serde_json::to_vec_pretty(summary)?)
 }
 
 /// Gives the outputs their final names: video, sorted CSV, plot, summary.

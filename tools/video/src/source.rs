@@ -21,11 +21,11 @@ const VIDEO_EXTENSIONS: [&str; 9] = [
 ];
 
 /// Frame rate given to frame folders when --fps is not set.
-pub const FOLDER_FPS: f64 = 10.0;
+const FOLDER_FPS: f64 = 10.0;
 
 /// What an input is.
 #[derive(Debug, Clone)]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     Video,
     /// The frame files in natural order, and their output stems.
     Folder(Vec<PathBuf>, Vec<String>),
@@ -33,29 +33,29 @@ pub enum SourceKind {
 
 /// A probed input.
 #[derive(Debug, Clone)]
-pub struct Source {
-    pub path: PathBuf,
-    pub kind: SourceKind,
-    pub width: u32,
-    pub height: u32,
-    pub fps: f64,
+pub(crate) struct Source {
+    pub(crate) path: PathBuf,
+    pub(crate) kind: SourceKind,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) fps: f64,
     /// Frames in the input: counted for folders, announced by the header for videos (None when
     /// the container does not say).
-    pub frames: Option<usize>,
+    pub(crate) frames: Option<usize>,
 }
 
 /// One decoded frame.
-pub struct Frame {
+pub(crate) struct Frame {
     /// Position in the input (0-based, counting skipped frames).
-    pub index: usize,
+    pub(crate) index: usize,
     /// Seconds from the start of the input.
-    pub time: f64,
-    pub image: RgbImage,
+    pub(crate) time: f64,
+    pub(crate) image: RgbImage,
 }
 
 /// How decoding ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum End {
+pub(crate) enum End {
     /// The input (or --max-frames) was exhausted.
     Finished,
     /// Ctrl-C, or the consumer stopped listening.
@@ -66,24 +66,24 @@ pub enum End {
 
 /// Which frames to process.
 #[derive(Debug, Clone, Copy)]
-pub struct Selection {
-    pub every: usize,
+pub(crate) struct Selection {
+    pub(crate) every: usize,
     /// 0: no limit.
-    pub max_frames: usize,
+    pub(crate) max_frames: usize,
 }
 
 impl Selection {
-    pub fn takes(&self, index: usize) -> bool {
+    fn takes(&self, index: usize) -> bool {
         index.is_multiple_of(self.every)
     }
 
     /// Whether the frame at `index` is processed (selected and within --max-frames).
-    pub fn includes(&self, index: usize) -> bool {
+    pub(crate) fn includes(&self, index: usize) -> bool {
         self.takes(index) && (self.max_frames == 0 || index / self.every < self.max_frames)
     }
 
     /// How many frames of an input with `total` frames are processed.
-    pub fn count(&self, total: usize) -> usize {
+    pub(crate) fn count(&self, total: usize) -> usize {
         let n = total.div_ceil(self.every);
         if self.max_frames > 0 {
             n.min(self.max_frames)
@@ -98,13 +98,13 @@ impl Selection {
 }
 
 impl Source {
-    pub fn is_video(&self) -> bool {
+    pub(crate) fn is_video(&self) -> bool {
         matches!(self.kind, SourceKind::Video)
     }
 
     /// Output file stem of the frame at `index`: the file's own stem in a folder, a numbered
     /// name in a video.
-    pub fn stem(&self, index: usize) -> String {
+    pub(crate) fn stem(&self, index: usize) -> String {
         match &self.kind {
             SourceKind::Video => format!("frame_{index:06}"),
             SourceKind::Folder(_, stems) => stems[index].clone(),
@@ -113,7 +113,7 @@ impl Source {
 }
 
 /// Opens an input and checks that it holds frames of one size, at least 32x32.
-pub fn probe(path: &Path, fps: Option<f64>) -> Result<Source> {
+pub(crate) fn probe(path: &Path, fps: Option<f64>) -> Result<Source> {
     if let Some(f) = fps {
         ensure!(f.is_finite() && f > 0.0, "--fps must be positive, got {f}");
     }
@@ -252,7 +252,12 @@ fn probe_folder(path: &Path, fps: Option<f64>) -> Result<Source> {
 
 /// Streams the selected frames of `source` into `tx`, in order, until the input ends, Ctrl-C,
 /// or the receiver hangs up. Runs on the decode thread.
-pub fn decode(source: &Source, sel: Selection, batch: usize, tx: SyncSender<Frame>) -> Result<End> {
+pub(crate) fn decode(
+    source: &Source,
+    sel: Selection,
+    batch: usize,
+    tx: SyncSender<Frame>,
+) -> Result<End> {
     match &source.kind {
         SourceKind::Video => decode_video(source, sel, tx),
         SourceKind::Folder(files, _) => decode_folder(source, files, sel, batch, tx),

@@ -13,33 +13,34 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use segnet_bayes::atomic::write_atomic;
 use segnet_bayes::render::Measure;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Codec;
 use crate::frame::Geometry;
 use crate::source::Source;
-use crate::table::{self, Columns};
+use crate::table::Columns;
 
 /// The files of one input's output folder.
 #[derive(Clone, Debug)]
-pub struct Paths {
-    pub dir: PathBuf,
-    pub video: PathBuf,
-    pub video_partial: PathBuf,
-    pub csv: PathBuf,
-    pub csv_partial: PathBuf,
-    pub plot: PathBuf,
-    pub summary: PathBuf,
-    pub state: PathBuf,
-    pub settings: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) dir: PathBuf,
+    pub(crate) video: PathBuf,
+    pub(crate) video_partial: PathBuf,
+    pub(crate) csv: PathBuf,
+    pub(crate) csv_partial: PathBuf,
+    pub(crate) plot: PathBuf,
+    pub(crate) summary: PathBuf,
+    state: PathBuf,
+    settings: PathBuf,
     /// Where the per-frame records go: `frames/` with --frames, else inside the state folder.
-    pub records: PathBuf,
-    pub frames: PathBuf,
+    pub(crate) records: PathBuf,
+    frames: PathBuf,
 }
 
 impl Paths {
-    pub fn new(dir: &Path, codec: Codec, frames: bool) -> Paths {
+    pub(crate) fn new(dir: &Path, codec: Codec, frames: bool) -> Paths {
         let ext = codec.extension();
         let state = dir.join(".segnet-video");
         Paths {
@@ -62,7 +63,7 @@ impl Paths {
     }
 
     /// The record files of a frame: class indices and the heatmap.
-    pub fn record(&self, stem: &str, m: Measure) -> (PathBuf, PathBuf) {
+    pub(crate) fn record(&self, stem: &str, m: Measure) -> (PathBuf, PathBuf) {
         (
             self.records.join(format!("{stem}_classes.png")),
             self.records.join(format!("{stem}_{}.png", m.name())),
@@ -119,25 +120,25 @@ fn remove(path: &Path) -> Result<()> {
 
 /// What the per-frame results depend on. A resumed run must match the run it continues.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    pub input: String,
+pub(crate) struct Settings {
+    pub(crate) input: String,
     /// Bytes of a video file, frames of a folder: a replaced input is not resumed.
-    pub input_size: u64,
-    pub model: String,
-    pub model_bytes: u64,
-    pub samples: usize,
-    pub seed: Option<u64>,
-    pub dropout: bool,
-    pub measure: Measure,
-    pub threshold: f32,
-    pub every: usize,
-    pub width: u32,
-    pub height: u32,
+    pub(crate) input_size: u64,
+    pub(crate) model: String,
+    pub(crate) model_bytes: u64,
+    pub(crate) samples: usize,
+    pub(crate) seed: Option<u64>,
+    pub(crate) dropout: bool,
+    pub(crate) measure: Measure,
+    pub(crate) threshold: f32,
+    pub(crate) every: usize,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
 }
 
 impl Settings {
     /// `key: old -> new` for each setting that differs.
-    pub fn differences(&self, new: &Settings) -> Vec<String> {
+    fn differences(&self, new: &Settings) -> Vec<String> {
         let (a, b) = (serde_json::json!(self), serde_json::json!(new));
         let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
             return vec![];
@@ -155,7 +156,7 @@ impl Settings {
 }
 
 /// Size of the input for [`Settings::input_size`].
-pub fn input_size(source: &Source) -> u64 {
+pub(crate) fn input_size(source: &Source) -> u64 {
     match &source.kind {
         crate::source::SourceKind::Video => std::fs::metadata(&source.path)
             .map(|m| m.len())
@@ -167,7 +168,7 @@ pub fn input_size(source: &Source) -> u64 {
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Status {
+pub(crate) enum Status {
     /// Every selected frame is in the outputs.
     Finished,
     /// The video is damaged part-way; the frames before the damage are in the outputs.
@@ -178,35 +179,35 @@ pub enum Status {
 
 /// `summary.json`: what a run did, and how to tell whether a new run has anything to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Summary {
-    pub status: Status,
+pub(crate) struct Summary {
+    pub(crate) status: Status,
     /// Why decoding stopped early, for truncated and interrupted runs.
-    pub stopped: Option<String>,
-    pub input: String,
+    pub(crate) stopped: Option<String>,
+    pub(crate) input: String,
     /// Frames in the outputs.
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// Frames computed by this run (the rest came from an earlier run).
-    pub computed: usize,
-    pub max_frames: usize,
+    pub(crate) computed: usize,
+    pub(crate) max_frames: usize,
     /// Codec, layout and look options: a change redoes the video, not the frames.
-    pub look: String,
-    pub settings: Settings,
+    pub(crate) look: String,
+    pub(crate) settings: Settings,
     /// The codec the video was written with (`auto` picks one).
-    pub codec: String,
-    pub video: Option<PathBuf>,
-    pub csv: Option<PathBuf>,
-    pub plot: Option<PathBuf>,
-    pub video_width: u32,
-    pub video_height: u32,
-    pub fps: f64,
-    pub seconds: f64,
-    pub frames_per_second: f64,
+    pub(crate) codec: String,
+    pub(crate) video: Option<PathBuf>,
+    pub(crate) csv: Option<PathBuf>,
+    pub(crate) plot: Option<PathBuf>,
+    pub(crate) video_width: u32,
+    pub(crate) video_height: u32,
+    pub(crate) fps: f64,
+    pub(crate) seconds: f64,
+    pub(crate) frames_per_second: f64,
     /// Share of the network's time spent waiting for frames or for the encoder.
-    pub network_idle: f64,
+    pub(crate) network_idle: f64,
 }
 
 /// What to do with an input.
-pub enum Start {
+pub(crate) enum Start {
     /// A finished run with the same settings is already there.
     Skip(Box<Summary>),
     /// Run, with the CSV rows of frames done earlier (by frame index).
@@ -215,7 +216,7 @@ pub enum Start {
 
 /// Readies the output folder: starts afresh, resumes, or finds the work already done.
 #[allow(clippy::too_many_arguments)]
-pub fn prepare(
+pub(crate) fn prepare(
     paths: &Paths,
     settings: &Settings,
     look: &str,
@@ -246,7 +247,7 @@ pub fn prepare(
             paths.clear()?;
             std::fs::create_dir_all(&paths.state)
                 .with_context(|| format!("cannot create {}", paths.state.display()))?;
-            table::write_atomic(&paths.settings, &serde_json::to_vec_pretty(settings)?)?;
+            write_atomic(&paths.settings, &serde_json::to_vec_pretty(settings)?)?;
         }
     }
     let rows = if paths.csv_partial.exists() {

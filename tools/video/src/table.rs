@@ -9,19 +9,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use segnet_bayes::atomic::write_atomic;
 use segnet_bayes::render::Measure;
 
 use crate::frame::Stats;
 
 /// The CSV's columns for a model's class names.
 #[derive(Clone, Debug)]
-pub struct Columns {
-    pub header: String,
-    pub count: usize,
+pub(crate) struct Columns {
+    header: String,
+    count: usize,
 }
 
 impl Columns {
-    pub fn new(class_names: &[String]) -> Columns {
+    pub(crate) fn new(class_names: &[String]) -> Columns {
         let mut cols = vec!["frame".to_string(), "time_s".to_string()];
         cols.extend(Measure::ALL.iter().map(|m| format!("mean_{}", m.name())));
         cols.extend(class_names.iter().map(|n| {
@@ -39,7 +40,7 @@ impl Columns {
     }
 
     /// A row, newline included.
-    pub fn row(&self, index: usize, time: f64, s: &Stats) -> String {
+    pub(crate) fn row(&self, index: usize, time: f64, s: &Stats) -> String {
         let mut fields = vec![index.to_string(), format!("{time:.4}")];
         fields.extend(s.means.iter().map(|m| format!("{m:.8}")));
         fields.extend(s.shares.iter().map(|v| format!("{v:.6}")));
@@ -50,7 +51,7 @@ impl Columns {
 
     /// The complete rows of a CSV written with these columns, by frame index. A missing file,
     /// another header, or a torn or malformed line yields no row for that line.
-    pub fn load(&self, path: &Path) -> BTreeMap<usize, String> {
+    pub(crate) fn load(&self, path: &Path) -> BTreeMap<usize, String> {
         let Ok(text) = std::fs::read_to_string(path) else {
             return BTreeMap::new();
         };
@@ -64,7 +65,7 @@ impl Columns {
     }
 
     /// A complete row: newline-terminated, every field a number.
-    pub fn parse(&self, line: &str) -> Option<Row> {
+    fn parse(&self, line: &str) -> Option<Row> {
         let body = line.strip_suffix('\n')?;
         let fields: Vec<&str> = body.split(',').collect();
         if fields.len() != self.count {
@@ -84,14 +85,14 @@ impl Columns {
 
 /// The parts of a row the plot needs.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Row {
-    pub index: usize,
-    pub time: f64,
-    pub means: [f64; 3],
+pub(crate) struct Row {
+    pub(crate) index: usize,
+    pub(crate) time: f64,
+    pub(crate) means: [f64; 3],
 }
 
 /// Appends rows to the partial CSV.
-pub struct Writer {
+pub(crate) struct Writer {
     file: File,
     path: PathBuf,
 }
@@ -99,7 +100,11 @@ pub struct Writer {
 impl Writer {
     /// Starts the partial CSV with the header and the rows kept from an earlier run (written
     /// atomically), then opens it for appending.
-    pub fn start(path: &Path, cols: &Columns, kept: &BTreeMap<usize, String>) -> Result<Writer> {
+    pub(crate) fn start(
+        path: &Path,
+        cols: &Columns,
+        kept: &BTreeMap<usize, String>,
+    ) -> Result<Writer> {
         let mut text = format!("{}\n", cols.header);
         for row in kept.values() {
             text.push_str(row);
@@ -116,7 +121,7 @@ impl Writer {
     }
 
     /// Appends rows and syncs them to disk: a row on disk means its frame is done.
-    pub fn append(&mut self, rows: &str) -> Result<()> {
+    pub(crate) fn append(&mut self, rows: &str) -> Result<()> {
         self.file
             .write_all(rows.as_bytes())
             .and_then(|()| self.file.sync_data())
@@ -126,7 +131,7 @@ impl Writer {
 
 /// Writes the final CSV from the partial one: rows sorted by frame, one per frame. Returns the
 /// rows for the plot.
-pub fn finalise(partial: &Path, out: &Path, cols: &Columns) -> Result<Vec<Row>> {
+pub(crate) fn finalise(partial: &Path, out: &Path, cols: &Columns) -> Result<Vec<Row>> {
     let rows = cols.load(partial);
     let mut text = format!("{}\n", cols.header);
     for row in rows.values() {
@@ -137,8 +142,6 @@ pub fn finalise(partial: &Path, out: &Path, cols: &Columns) -> Result<Vec<Row>> 
         .with_context(|| format!("cannot remove {}", partial.display()))?;
     Ok(rows.values().filter_map(|r| cols.parse(r)).collect())
 }
-
-pub use segnet_bayes::atomic::write_atomic;
 
 #[cfg(test)]
 mod tests {
