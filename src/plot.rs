@@ -58,6 +58,17 @@ pub struct Series {
     pub colour: [u8; 3],
 }
 
+impl Series {
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>, colour: [u8; 3]) -> Series {
+        let name = name.into();
+        Series {
+            name,
+            points,
+            colour,
+        }
+    }
+}
+
 /// A line chart: axes with ticks, axis titles, a title, and (where `legend` says) a legend
 /// naming each series. Series with at most 60 points get a marker on each point. Empty or
 /// reversed ranges are widened, non-finite ones become `[0, 1]`.
@@ -86,7 +97,7 @@ pub fn line_charts(charts: &[LineChart]) -> Result<RgbImage> {
 type BarGroup = (String, [u8; 3], Vec<Option<f64>>);
 
 /// Writes `reliability.png`, `accuracy_vs_kept.png` and `per_class_iou.png` into `out`.
-pub fn write_eval_plots(out: &Path, r: &Report) -> Result<()> {
+pub(crate) fn write_eval_plots(out: &Path, r: &Report) -> Result<()> {
     let (wa, mc) = (&r.weight_averaging, &r.mc_dropout);
     let mc_name = format!("MC dropout (T={})", r.samples);
 
@@ -105,21 +116,13 @@ pub fn write_eval_plots(out: &Path, r: &Report) -> Result<()> {
         x_label: "mean confidence".into(),
         y_label: "accuracy".into(),
         series: vec![
-            Series {
-                name: "perfect calibration".into(),
-                points: vec![(0.0, 0.0), (1.0, 1.0)],
-                colour: DIAGONAL_COLOUR,
-            },
-            Series {
-                name: "weight averaging".into(),
-                points: bins(&wa.reliability),
-                colour: WA_COLOUR,
-            },
-            Series {
-                name: mc_name.clone(),
-                points: bins(&mc.reliability),
-                colour: MC_COLOUR,
-            },
+            Series::new(
+                "perfect calibration",
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                DIAGONAL_COLOUR,
+            ),
+            Series::new("weight averaging", bins(&wa.reliability), WA_COLOUR),
+            Series::new(mc_name.clone(), bins(&mc.reliability), MC_COLOUR),
         ],
         x_range: (0.0, 1.0),
         y_range: (0.0, 1.0),
@@ -131,10 +134,9 @@ pub fn write_eval_plots(out: &Path, r: &Report) -> Result<()> {
         .uncertainty
         .iter()
         .enumerate()
-        .map(|(i, q)| Series {
-            name: format!("{}, {}", q.measure, short_prediction(&q.prediction)),
-            points: q.accuracy_at_kept.clone(),
-            colour: PALETTE[i % PALETTE.len()],
+        .map(|(i, q)| {
+            let name = format!("{}, {}", q.measure, short_prediction(&q.prediction));
+            Series::new(name, q.accuracy_at_kept.clone(), PALETTE[i % PALETTE.len()])
         })
         .collect();
     let lowest = kept
@@ -277,33 +279,40 @@ fn line_chart(area: &Area, c: &LineChart) -> Result<()> {
             chart.draw_series(dots.map(|p| Circle::new(p, 4, colour.filled())))?;
         }
     }
-    if let Some(corner) = &c.legend {
-        chart
-            .configure_series_labels()
-            .position(corner.clone())
-            .label_font(font(TEXT))
-            .background_style(WHITE.mix(0.9))
-            .border_style(AXIS)
-            .draw()?;
+    match &c.legend {
+        Some(corner) => legend(&mut chart, corner.clone()),
+        None => Ok(()),
     }
+}
+
+/// The legend naming the series, in `corner` of the plot.
+fn legend(chart: &mut Chart, corner: SeriesLabelPosition) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .label_font(font(TEXT))
+        .background_style(WHITE.mix(0.9))
+        .border_style(AXIS)
+        .draw()?;
     Ok(())
 }
 
 /// Vertical bar chart of labelled values in `[0, 1]`, shown as percentages. Each group is one
 /// bar per label (`values[i]` belongs to `labels[i]`; a missing or `None` value shows "n/a"
 /// instead of a bar), named in the legend. The value is printed above its bar where it fits.
-/// Labels that do not fit side by side are turned to read upwards, every few when crowded.
+/// The labels read upwards, every few when crowded.
 fn bar_chart(title: &str, labels: &[String], groups: &[BarGroup]) -> Result<RgbImage> {
     let n = labels.len().max(1);
     // Each label's bars fill this share of its slot.
     const FILL: f64 = 0.88;
     let pitch = FILL / groups.len().max(1) as f64;
-    let names = CategoryLabels::fit(labels, (WIDTH - 120) as f64 / n as f64);
+    let stride = ((TEXT + 4) as f64 * n as f64 / (WIDTH - 120) as f64).ceil() as usize;
+    let widest = labels.iter().map(|l| text_width(l, TEXT as f32)).max();
     draw(1, |areas| {
         let mut chart = ChartBuilder::on(&areas[0])
             .caption(title, font(TITLE))
             .margin(16)
-            .x_label_area_size(names.height + 12)
+            .x_label_area_size(widest.unwrap_or(0).min(HEIGHT / 3) + 12)
             .y_label_area_size(3 * TEXT + 8)
             // Headroom above 100 % for the values and the legend; ticks stop at 100 %.
             .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..1.19)?;
@@ -313,17 +322,18 @@ fn bar_chart(title: &str, labels: &[String], groups: &[BarGroup]) -> Result<RgbI
             .y_labels(7)
             .y_label_formatter(&|y| format!("{:.0}%", 100.0 * y))
             .draw()?;
-        let style = names.style();
-        chart.draw_series(names.keys.iter().map(|&i| {
-            let text = names.text[i].clone();
-            EmptyElement::at((i as f64, 0.0)) + Text::new(text, (0, 8), style.clone())
+        let upwards = font(TEXT)
+            .transform(FontTransform::Rotate270)
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        let names = labels.iter().enumerate().step_by(stride.max(1));
+        chart.draw_series(names.map(|(i, l)| {
+            EmptyElement::at((i as f64, 0.0)) + Text::new(l.clone(), (0, 8), upwards.clone())
         }))?;
         let value =
             |vals: &[Option<f64>], i: usize| vals.get(i).copied().flatten().filter(|v| !v.is_nan());
         let bar_px = chart.plotting_area().dim_in_pixel().0 as f64 * pitch / n as f64;
-        let value_size = [TEXT, 14, 11]
-            .into_iter()
-            .find(|&s| text_width("100", s as f32) as f64 + 3.0 <= bar_px);
+        let values_fit = text_width("100", 14.0) as f64 + 3.0 <= bar_px;
+        let above = font(14).pos(Pos::new(HPos::Center, VPos::Bottom));
         for (j, (name, colour, values)) in groups.iter().enumerate() {
             let colour = rgb(*colour);
             let bars: Vec<(f64, f64)> = (0..labels.len())
@@ -339,14 +349,11 @@ fn bar_chart(title: &str, labels: &[String], groups: &[BarGroup]) -> Result<RgbI
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 7), (x + 14, y + 7)], colour.filled())
                 });
-            if let Some(size) = value_size {
-                let above = font(size).pos(Pos::new(HPos::Center, VPos::Bottom));
-                let text = |&(x, v): &(f64, f64)| {
-                    EmptyElement::at((x + 0.45 * pitch, v))
-                        + Text::new(format!("{:.0}", 100.0 * v), (0, -3), above.clone())
-                };
-                chart.draw_series(bars.iter().map(text))?;
-            }
+            let text = |&(x, v): &(f64, f64)| {
+                EmptyElement::at((x + 0.45 * pitch, v))
+                    + Text::new(format!("{:.0}", 100.0 * v), (0, -3), above.clone())
+            };
+            chart.draw_series(bars.iter().filter(|_| values_fit).map(text))?;
         }
         let missing =
             (0..labels.len()).filter(|&i| groups.iter().all(|g| value(&g.2, i).is_none()));
@@ -354,75 +361,8 @@ fn bar_chart(title: &str, labels: &[String], groups: &[BarGroup]) -> Result<RgbI
             .color(&AXIS)
             .pos(Pos::new(HPos::Center, VPos::Bottom));
         chart.draw_series(missing.map(|i| Text::new("n/a", (i as f64, 0.02), grey.clone())))?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(font(TEXT))
-            .background_style(WHITE.mix(0.9))
-            .border_style(AXIS)
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
-}
-
-/// Category labels under a bar chart: side by side when they fit their slots, else reading
-/// upwards, cut to a third of the chart's height, every few when even that is too crowded.
-struct CategoryLabels {
-    text: Vec<String>,
-    /// The labels drawn (every `stride`-th).
-    keys: Vec<usize>,
-    upright: bool,
-    /// Rows the labels take under the axis.
-    height: u32,
-}
-
-impl CategoryLabels {
-    fn fit(labels: &[String], slot: f64) -> CategoryLabels {
-        let size = TEXT as f32;
-        let widest = labels
-            .iter()
-            .map(|l| text_width(l, size))
-            .max()
-            .unwrap_or(0);
-        let upright = widest as f64 > slot - 6.0;
-        let stride = if upright {
-            ((TEXT + 4) as f64 / slot.max(1e-3)).ceil().max(1.0) as usize
-        } else {
-            1
-        };
-        let text: Vec<String> = labels.iter().map(|l| cut(l, HEIGHT / 3, size)).collect();
-        let height = if upright {
-            text.iter().map(|l| text_width(l, size)).max().unwrap_or(0)
-        } else {
-            TEXT
-        };
-        CategoryLabels {
-            text,
-            keys: (0..labels.len()).step_by(stride).collect(),
-            upright,
-            height,
-        }
-    }
-
-    /// Upright labels end at the axis; all are centred on their slots.
-    fn style(&self) -> TextStyle<'static> {
-        if self.upright {
-            font(TEXT)
-                .transform(FontTransform::Rotate270)
-                .pos(Pos::new(HPos::Right, VPos::Center))
-        } else {
-            font(TEXT).pos(Pos::new(HPos::Center, VPos::Top))
-        }
-    }
-}
-
-/// `text`, shortened to at most `width` pixels at `size`.
-fn cut(text: &str, width: u32, size: f32) -> String {
-    let mut t = text.to_string();
-    while text_width(&t, size) > width {
-        t.pop();
-    }
-    t
 }
 
 #[cfg(test)]
@@ -437,14 +377,6 @@ mod tests {
     /// Pixels dark enough to be text.
     fn dark(img: &RgbImage) -> usize {
         img.pixels().filter(|p| p.0.iter().all(|&c| c < 90)).count()
-    }
-
-    fn series(name: &str, points: Vec<(f64, f64)>, colour: [u8; 3]) -> Series {
-        Series {
-            name: name.into(),
-            points,
-            colour,
-        }
     }
 
     fn chart(series: Vec<Series>, x_range: (f64, f64), y_range: (f64, f64)) -> RgbImage {
@@ -483,7 +415,7 @@ mod tests {
             title: "t".into(),
             x_label: String::new(),
             y_label: String::new(),
-            series: vec![series("s", vec![(0.0, 0.0), (1.0, 1.0)], colour)],
+            series: vec![Series::new("s", vec![(0.0, 0.0), (1.0, 1.0)], colour)],
             x_range: (0.0, 1.0),
             y_range: (0.0, 1.0),
             legend: Some(SeriesLabelPosition::LowerRight),
@@ -496,7 +428,7 @@ mod tests {
 
     #[test]
     fn line_chart_draws_its_series_in_its_colour() {
-        let s = series("rising", vec![(0.0, 0.0), (0.5, 0.8), (1.0, 1.0)], RED);
+        let s = Series::new("rising", vec![(0.0, 0.0), (0.5, 0.8), (1.0, 1.0)], RED);
         let img = chart(vec![s], (0.0, 1.0), (0.0, 1.0));
         // A 3-pixel line across most of the chart, and markers.
         let line = pixels_of(&img, RED);
@@ -516,7 +448,7 @@ mod tests {
             (0.5, f64::NAN),
             (1e300, 0.5),
         ];
-        let img = chart(vec![series("w", wild, RED)], (0.0, 1.0), (0.0, 1.0));
+        let img = chart(vec![Series::new("w", wild, RED)], (0.0, 1.0), (0.0, 1.0));
         let xs: Vec<u32> = pixels_of(&img, RED).iter().map(|p| p.0).collect();
         assert!(!xs.is_empty());
         // Clamped to the plot's right edge, not beyond the margin.
@@ -526,8 +458,8 @@ mod tests {
 
     #[test]
     fn empty_series_and_degenerate_ranges_do_not_panic() {
-        let empty = series("nothing", vec![], RED);
-        let one = series("one", vec![(2.0, 2.0)], [0, 200, 0]);
+        let empty = Series::new("nothing", vec![], RED);
+        let one = Series::new("one", vec![(2.0, 2.0)], [0, 200, 0]);
         for (xr, yr) in [
             ((0.0, 1.0), (0.0, 1.0)),
             ((1.0, 1.0), (0.0, 0.0)),
@@ -538,7 +470,7 @@ mod tests {
             assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
         }
         let many: Vec<Series> = (0..40)
-            .map(|i| series(&format!("series number {i}"), vec![(0.1, 0.2)], RED))
+            .map(|i| Series::new(format!("series number {i}"), vec![(0.1, 0.2)], RED))
             .collect();
         chart(many, (0.0, 1.0), (0.0, 1.0));
         assert!(line_charts(&[]).is_ok());

@@ -14,9 +14,7 @@ use anyhow::{Context, Result};
 use colorgrad::Gradient;
 use image::codecs::png::PngEncoder;
 use image::{imageops, EncodableLayout, GrayImage, ImageBuffer, PixelWithColorType, Rgb, RgbImage};
-use imageproc::drawing::{
-    draw_filled_rect_mut, draw_hollow_rect_mut, draw_line_segment_mut, draw_text_mut,
-};
+use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_text_mut};
 use imageproc::rect::Rect;
 
 use crate::atomic::write_atomic;
@@ -76,7 +74,7 @@ pub struct Scale {
 
 impl Scale {
     /// `[min, max]`, widened by a tiny step when `max <= min` so the range is never empty.
-    pub fn new(min: f32, max: f32) -> Scale {
+    fn new(min: f32, max: f32) -> Scale {
         if max > min {
             Scale { min, max }
         } else {
@@ -101,7 +99,7 @@ impl Scale {
     }
 
     /// Per-image scale: `[min, max]` of the finite values; `[0, 1]` when there are none.
-    pub fn of_values(values: &[f32]) -> Scale {
+    pub(crate) fn of_values(values: &[f32]) -> Scale {
         let (min, max) = values
             .iter()
             .filter(|v| v.is_finite())
@@ -117,7 +115,7 @@ impl Scale {
 }
 
 /// Colour of NaN values in heatmaps: a neutral grey that the colour map never produces.
-pub const NAN_COLOUR: [u8; 3] = [128, 128, 128];
+const NAN_COLOUR: [u8; 3] = [128, 128, 128];
 
 /// The colour map sampled at 256 evenly spaced points (as matplotlib does), built once.
 fn colour_map() -> &'static [[u8; 3]; 256] {
@@ -195,7 +193,7 @@ const FRAME: [u8; 3] = [96, 96, 96];
 const HEAT_ALPHA: f32 = 0.6;
 
 /// DejaVu Sans from the `dejavu` crate, parsed once: text looks the same on every machine.
-pub(crate) fn font() -> &'static FontRef<'static> {
+fn font() -> &'static FontRef<'static> {
     static FONT: OnceLock<FontRef<'static>> = OnceLock::new();
     FONT.get_or_init(|| {
         FontRef::try_from_slice(dejavu::sans::regular()).expect("the bundled DejaVu Sans parses")
@@ -220,58 +218,55 @@ fn font_size(h: u32) -> f32 {
 }
 
 /// Heatmap of per-pixel values (`w * h`, row-major) in inferno under `scale`, with a panel on the
-/// right: `label` on top (when the height allows), a vertical colour bar (max at the top) and
-/// tick labels for max, middle and min. The output is `h` tall and wider than `w`; the heat part
-/// is exactly `colour_of(value, scale)` at x in `[0, w)`. Text grows with the image height.
+/// right: `label` on top, a vertical colour bar (max at the top) and tick labels for max, middle
+/// and min (an image too short for the text gets a bare bar). The output is `h` tall and wider
+/// than `w`; the heat part is exactly `colour_of(value, scale)` at x in `[0, w)`. Text grows
+/// with the image height.
 ///
 /// # Panics
 /// If `values.len() != w * h`.
 pub fn heatmap(values: &[f32], w: u32, h: u32, scale: Scale, label: &str) -> RgbImage {
     check_len(values.len(), w, h);
     let size = font_size(h);
-    let mid = scale.min + 0.5 * (scale.max - scale.min);
-    let ticks = [scale.max, mid, scale.min].map(format_tick);
     let line = size.ceil() as u32;
     let pad = line / 3;
-    let bar_w = line;
-    let labels_x = pad + bar_w + pad + pad / 2;
+    let mid = scale.min + 0.5 * (scale.max - scale.min);
+    let ticks = [scale.max, mid, scale.min].map(format_tick);
+    // The bar is `line` wide; its ticks reach `pad` to the right, a gap of `pad`, the labels.
+    let (bar_x, labels_x) = (w + pad, w + 3 * pad + line);
     let labels_w = ticks.iter().map(|t| text_width(t, size)).max().unwrap_or(0);
-    let panel_w = (labels_x + labels_w + pad).max(pad + text_width(label, size) + pad);
-
-    let mut img = RgbImage::from_pixel(w + panel_w, h, Rgb(WHITE));
-    for (i, &v) in values.iter().enumerate() {
-        let (x, y) = ((i % w as usize) as u32, (i / w as usize) as u32);
-        img.put_pixel(x, y, Rgb(colour_of(v, scale)));
-    }
-    let bar_x = w + pad;
-    let layout = BarLayout::fit(h, line, pad, !label.is_empty());
-    if let Some(name_y) = layout.name_y {
-        draw_text(&mut img, (bar_x, name_y), size, label);
-    }
-    let (top, bottom) = (layout.top, layout.bottom);
+    let panel_w = (labels_x - w + labels_w + pad).max(2 * pad + text_width(label, size));
+    let mut img = RgbImage::from_fn(w + panel_w, h, |x, y| match x < w {
+        true => Rgb(colour_of(values[(y * w + x) as usize], scale)),
+        false => Rgb(WHITE),
+    });
+    // The tick labels are centred on the bar's ends and middle, under the name; they must not
+    // touch.
+    let (top, bottom) = (
+        2 * pad + line + line / 2,
+        h.saturating_sub(1 + pad + line / 2),
+    );
+    let labelled = bottom >= top + 2 * (line + pad);
+    let (top, bottom) = if labelled {
+        (top, bottom)
+    } else {
+        (0, h.saturating_sub(1))
+    };
     for y in top..=bottom {
         let t = (bottom - y) as f32 / (bottom - top).max(1) as f32;
         let c = Rgb(colour_of(scale.min + t * (scale.max - scale.min), scale));
-        draw_line_segment_mut(
-            &mut img,
-            (bar_x as f32, y as f32),
-            ((bar_x + bar_w - 1) as f32, y as f32),
-            c,
-        );
+        let row = Rect::at(bar_x as i32, y as i32).of_size(line, 1);
+        draw_filled_rect_mut(&mut img, row, c);
     }
-    if layout.ticks {
+    if labelled {
+        draw_text(&mut img, (bar_x, pad), size, label);
         let outline =
-            Rect::at(bar_x as i32 - 1, top as i32 - 1).of_size(bar_w + 2, bottom - top + 3);
+            Rect::at(bar_x as i32 - 1, top as i32 - 1).of_size(line + 2, bottom - top + 3);
         draw_hollow_rect_mut(&mut img, outline, Rgb(FRAME));
         for (text, y) in ticks.iter().zip([top, (top + bottom) / 2, bottom]) {
-            let tick = Rect::at((bar_x + bar_w) as i32, y as i32).of_size(pad, 1 + line / 16);
+            let tick = Rect::at((bar_x + line) as i32, y as i32).of_size(pad, 1 + line / 16);
             draw_filled_rect_mut(&mut img, tick, Rgb(INK));
-            draw_text(
-                &mut img,
-                (w + labels_x, y.saturating_sub(line / 2)),
-                size,
-                text,
-            );
+            draw_text(&mut img, (labels_x, y - line / 2), size, text);
         }
     }
     img
@@ -297,50 +292,6 @@ pub fn heat_over_grey(input: &RgbImage, heatmap: &RgbImage) -> RgbImage {
         }
     }
     out
-}
-
-/// Where the colour bar and the name go in a heatmap panel of height `h`.
-struct BarLayout {
-    name_y: Option<u32>,
-    /// Rows of the bar's top (max) and bottom (min), inclusive.
-    top: u32,
-    bottom: u32,
-    ticks: bool,
-}
-
-impl BarLayout {
-    /// The fullest layout that fits text lines `line` pixels tall: name + labelled bar, else
-    /// labelled bar, else a bare bar over the whole height.
-    fn fit(h: u32, line: u32, pad: u32, want_name: bool) -> BarLayout {
-        // The three tick labels are centred on the bar's ends and middle; they must not touch.
-        let min_bar = 2 * (line + pad);
-        let labelled = |above: u32| {
-            let top = above + pad + line / 2;
-            let bottom = h.checked_sub(1 + pad + line / 2)?;
-            (bottom >= top + min_bar).then_some((top, bottom))
-        };
-        let named = want_name.then(|| labelled(pad + line)).flatten();
-        match (named, labelled(0)) {
-            (Some((top, bottom)), _) => BarLayout {
-                name_y: Some(pad),
-                top,
-                bottom,
-                ticks: true,
-            },
-            (None, Some((top, bottom))) => BarLayout {
-                name_y: None,
-                top,
-                bottom,
-                ticks: true,
-            },
-            (None, None) => BarLayout {
-                name_y: None,
-                top: 0,
-                bottom: h.saturating_sub(1),
-                ticks: false,
-            },
-        }
-    }
 }
 
 /// A class legend: one row per class name, a colour swatch (outlined, so black shows) and the

@@ -22,22 +22,22 @@ pub struct Geometry {
     /// Output video frame size (even, as most encoders want).
     pub width: u32,
     pub height: u32,
-    pub input_at: (u32, u32),
-    pub overlay_at: (u32, u32),
-    pub heat_at: (u32, u32),
-    pub legend_at: (u32, u32),
+    input_at: (u32, u32),
+    overlay_at: (u32, u32),
+    heat_at: (u32, u32),
+    legend_at: (u32, u32),
 }
 
 /// Everything needed to draw the frames of one run.
 pub struct Style {
-    pub alpha: f32,
+    alpha: f32,
     pub measure: Measure,
     /// The heatmap's colour scale: the measure's fixed scale, the same for every frame.
     pub scale: Scale,
-    pub palette: Vec<[u8; 3]>,
+    palette: Vec<[u8; 3]>,
     /// Blend the heatmap over a grey copy of the input (`--heat-overlay`).
-    pub heat_overlay: bool,
-    pub legend: RgbImage,
+    heat_overlay: bool,
+    legend: RgbImage,
     pub geometry: Geometry,
 }
 
@@ -244,6 +244,37 @@ mod tests {
         let (side, stack) = (style(Layout::Side), style(Layout::Stack));
         assert!(side.geometry.width > 3 * 64);
         assert!(stack.geometry.height >= 3 * 48);
+    }
+
+    #[test]
+    fn heat_overlay_blends_the_heatmap_panel_over_the_grey_input() {
+        let plain = style(Layout::Side);
+        let blended = Style {
+            heat_overlay: true,
+            ..style(Layout::Side)
+        };
+        let g = &plain.geometry;
+        let mut values = vec![0.0; (g.w * g.h) as usize];
+        values[0] = plain.scale.max;
+        let (fp, fb) = (draw(&plain, &values), draw(&blended, &values));
+        let (hx, hy) = g.heat_at;
+        // Calm pixels: the plain heatmap's near-black over the input's grey (18 here), grey
+        // dimmed; the uncertain pixel shows the heatmap's bright top colour.
+        let calm = fb.get_pixel(hx + 5, hy + 5).0;
+        assert_ne!(calm, fp.get_pixel(hx + 5, hy + 5).0);
+        assert!(
+            calm[0] > 0 && calm[0] == calm[1] && calm[0] < 18,
+            "{calm:?}"
+        );
+        let hot = fb.get_pixel(hx, hy).0;
+        assert!(hot.iter().all(|&c| c > 100), "{hot:?}");
+        // The colour bar, the input and the class overlay are the same in both.
+        let crop = |f: &RgbImage, x, w| image::imageops::crop_imm(f, x, hy, w, g.h).to_image();
+        assert_eq!(
+            crop(&fp, hx + g.w, g.heat_w - g.w),
+            crop(&fb, hx + g.w, g.heat_w - g.w)
+        );
+        assert_eq!(crop(&fp, 0, 2 * g.w), crop(&fb, 0, 2 * g.w));
     }
 
     #[test]

@@ -25,11 +25,11 @@ pub fn uncertainty_over_time(rows: &[Row]) -> Result<RgbImage> {
             title: format!("mean {m} per frame"),
             x_label: "time (s)".into(),
             y_label: format!("mean {m}"),
-            series: vec![Series {
-                name: m.name().to_string(),
-                points: rows.iter().map(|r| (r.time, r.means[i])).collect(),
-                colour: LINES[i],
-            }],
+            series: vec![Series::new(
+                m.name(),
+                rows.iter().map(|r| (r.time, r.means[i])).collect(),
+                LINES[i],
+            )],
             x_range: (0.0, t_max),
             y_range: (0.0, upper(rows.iter().map(|r| r.means[i])) * 1.05),
             legend: None,
