@@ -646,31 +646,14 @@ mod tests {
     }
 
     #[test]
-    fn atomic_save_round_trips_and_leaves_no_tmp() {
+    fn png_save_round_trips_rgb_and_grey() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pred.png");
+        let (path, gpath) = (dir.path().join("pred.png"), dir.path().join("classes.png"));
         let img = colour_classes(&[0, 1, 2, 3, 4, 5, 11, 9], 4, 2, &CAMVID_PALETTE);
         save_png_atomic(&img, &path).unwrap();
-        // Overwriting an existing file works too.
-        save_png_atomic(&img, &path).unwrap();
-        let back = image::open(&path).unwrap().to_rgb8();
-        assert_eq!(back, img);
+        assert_eq!(image::open(&path).unwrap().to_rgb8(), img);
         let grey = class_index_image(&[0, 1, 2, 3, 4, 5, 11, 9], 4, 2);
-        let gpath = dir.path().join("classes.png");
         save_png_atomic(&grey, &gpath).unwrap();
         assert_eq!(image::open(&gpath).unwrap().to_luma8(), grey);
-        let names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
-    }
-
-    #[test]
-    fn atomic_save_into_a_missing_folder_names_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("no-such-dir").join("x.png");
-        let err = save_png_atomic(&RgbImage::new(2, 2), &path).unwrap_err();
-        assert!(format!("{err:#}").contains("x.png"), "{err:#}");
     }
 }
