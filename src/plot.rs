@@ -303,9 +303,6 @@ fn legend(chart: &mut Chart, corner: SeriesLabelPosition) -> Result<()> {
 /// The labels read upwards, every few when crowded.
 fn bar_chart(title: &str, labels: &[String], groups: &[BarGroup]) -> Result<RgbImage> {
     let n = labels.len().max(1);
-    // Each label's bars fill this share of its slot.
-    const FILL: f64 = 0.88;
-    let pitch = FILL / groups.len().max(1) as f64;
     let stride = ((TEXT + 4) as f64 * n as f64 / (WIDTH - 120) as f64).ceil() as usize;
     let widest = labels.iter().map(|l| text_width(l, TEXT as f32)).max();
     draw(1, |areas| {
@@ -329,40 +326,47 @@ fn bar_chart(title: &str, labels: &[String], groups: &[BarGroup]) -> Result<RgbI
         chart.draw_series(names.map(|(i, l)| {
             EmptyElement::at((i as f64, 0.0)) + Text::new(l.clone(), (0, 8), upwards.clone())
         }))?;
-        let value =
-            |vals: &[Option<f64>], i: usize| vals.get(i).copied().flatten().filter(|v| !v.is_nan());
-        let bar_px = chart.plotting_area().dim_in_pixel().0 as f64 * pitch / n as f64;
-        let values_fit = text_width("100", 14.0) as f64 + 3.0 <= bar_px;
-        let above = font(14).pos(Pos::new(HPos::Center, VPos::Bottom));
-        for (j, (name, colour, values)) in groups.iter().enumerate() {
-            let colour = rgb(*colour);
-            let bars: Vec<(f64, f64)> = (0..labels.len())
-                .filter_map(|i| Some((i as f64 - FILL / 2.0 + j as f64 * pitch, value(values, i)?)))
-                .map(|(x, v)| (x, v.clamp(0.0, 1.0)))
-                .collect();
-            let rect = |&(x, v): &(f64, f64)| {
-                Rectangle::new([(x, 0.0), (x + 0.9 * pitch, v)], colour.filled())
-            };
-            chart
-                .draw_series(bars.iter().map(rect))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 7), (x + 14, y + 7)], colour.filled())
-                });
-            let text = |&(x, v): &(f64, f64)| {
-                EmptyElement::at((x + 0.45 * pitch, v))
-                    + Text::new(format!("{:.0}", 100.0 * v), (0, -3), above.clone())
-            };
-            chart.draw_series(bars.iter().filter(|_| values_fit).map(text))?;
-        }
-        let missing =
-            (0..labels.len()).filter(|&i| groups.iter().all(|g| value(&g.2, i).is_none()));
-        let grey = font(TEXT)
-            .color(&AXIS)
-            .pos(Pos::new(HPos::Center, VPos::Bottom));
-        chart.draw_series(missing.map(|i| Text::new("n/a", (i as f64, 0.02), grey.clone())))?;
+        draw_bars(&mut chart, labels.len(), groups)?;
         legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
+}
+
+/// The bars of [`bar_chart`] for `n` labels, each with its value above it where that fits, and
+/// "n/a" where a label has no value at all.
+fn draw_bars(chart: &mut Chart, n: usize, groups: &[BarGroup]) -> Result<()> {
+    // Each label's bars fill this share of its slot.
+    const FILL: f64 = 0.88;
+    let pitch = FILL / groups.len().max(1) as f64;
+    let value =
+        |vals: &[Option<f64>], i: usize| vals.get(i).copied().flatten().filter(|v| !v.is_nan());
+    let bar_px = chart.plotting_area().dim_in_pixel().0 as f64 * pitch / n.max(1) as f64;
+    let values_fit = text_width("100", 14.0) as f64 + 3.0 <= bar_px;
+    let above = font(14).pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (j, (name, colour, values)) in groups.iter().enumerate() {
+        let colour = rgb(*colour);
+        let bars: Vec<(f64, f64)> = (0..n)
+            .filter_map(|i| Some((i as f64 - FILL / 2.0 + j as f64 * pitch, value(values, i)?)))
+            .map(|(x, v)| (x, v.clamp(0.0, 1.0)))
+            .collect();
+        let rect = |&(x, v): &(f64, f64)| {
+            Rectangle::new([(x, 0.0), (x + 0.9 * pitch, v)], colour.filled())
+        };
+        chart
+            .draw_series(bars.iter().map(rect))?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 7), (x + 14, y + 7)], colour.filled()));
+        let text = |&(x, v): &(f64, f64)| {
+            EmptyElement::at((x + 0.45 * pitch, v))
+                + Text::new(format!("{:.0}", 100.0 * v), (0, -3), above.clone())
+        };
+        chart.draw_series(bars.iter().filter(|_| values_fit).map(text))?;
+    }
+    let missing = (0..n).filter(|&i| groups.iter().all(|g| value(&g.2, i).is_none()));
+    let grey = font(TEXT)
+        .color(&AXIS)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart.draw_series(missing.map(|i| Text::new("n/a", (i as f64, 0.02), grey.clone())))?;
+    Ok(())
 }
 
 #[cfg(test)]
