@@ -245,7 +245,9 @@ pub fn write_outputs(
             ScaleMode::PerImage => Scale::of_values(&values),
         };
         let heat = render::heatmap(&values, w, h, sc, m.name());
+        let over = render::heat_over_grey(img, &heat);
         save_rgb(format!("{stem}_{}.png", m.name()), &heat)?;
+        save_rgb(format!("{stem}_{}_overlay.png", m.name()), &over)?;
     }
     let name = format!("{stem}_classes.png");
     render::save_png_atomic(&render::class_index_image(&classes, w, h), &out.join(&name))?;

@@ -1,20 +1,23 @@
 //! Pictures of predictions: class maps coloured with a palette, overlays on the input, uncertainty
-//! heatmaps with a labelled colour bar, a class legend, and atomic PNG writing.
+//! heatmaps with a labelled colour bar (plain or blended over the grey input), a class legend, and
+//! atomic PNG writing.
 //!
 //! Pure Rust over plain slices (row-major, `w * h` values), so everything here is testable without
-//! libtorch. Text is drawn with a small built-in 5x7 bitmap font (letters, digits, a little
-//! punctuation); unknown characters show as a hollow box.
+//! libtorch. Text is DejaVu Sans (bundled), drawn anti-aliased by imageproc.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
+use ab_glyph::{FontRef, PxScale};
 use anyhow::{Context, Result};
 use colorgrad::Gradient;
 use image::codecs::png::PngEncoder;
-use image::{EncodableLayout, GrayImage, ImageBuffer, PixelWithColorType, Rgb, RgbImage};
+use image::{imageops, EncodableLayout, GrayImage, ImageBuffer, PixelWithColorType, Rgb, RgbImage};
+use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_text_mut};
+use imageproc::rect::Rect;
+
+use crate::atomic::write_atomic;
 
 /// An uncertainty measure computed from the Monte Carlo samples.
 #[derive(
@@ -71,7 +74,7 @@ pub struct Scale {
 
 impl Scale {
     /// `[min, max]`, widened by a tiny step when `max <= min` so the range is never empty.
-    pub fn new(min: f32, max: f32) -> Scale {
+    fn new(min: f32, max: f32) -> Scale {
         if max > min {
             Scale { min, max }
         } else {
@@ -96,7 +99,7 @@ impl Scale {
     }
 
     /// Per-image scale: `[min, max]` of the finite values; `[0, 1]` when there are none.
-    pub fn of_values(values: &[f32]) -> Scale {
+    pub(crate) fn of_values(values: &[f32]) -> Scale {
         let (min, max) = values
             .iter()
             .filter(|v| v.is_finite())
@@ -112,7 +115,7 @@ impl Scale {
 }
 
 /// Colour of NaN values in heatmaps: a neutral grey that the colour map never produces.
-pub const NAN_COLOUR: [u8; 3] = [128, 128, 128];
+const NAN_COLOUR: [u8; 3] = [128, 128, 128];
 
 /// The colour map sampled at 256 evenly spaced points (as matplotlib does), built once.
 fn colour_map() -> &'static [[u8; 3]; 256] {
@@ -186,188 +189,145 @@ pub fn overlay(input: &RgbImage, colours: &RgbImage, alpha: f32) -> RgbImage {
 const WHITE: [u8; 3] = [255, 255, 255];
 const INK: [u8; 3] = [24, 24, 24];
 const FRAME: [u8; 3] = [96, 96, 96];
+/// Opacity of the heatmap colours over the grey input in [`heat_over_grey`].
+const HEAT_ALPHA: f32 = 0.6;
+
+/// DejaVu Sans from the `dejavu` crate, parsed once: text looks the same on every machine.
+fn font() -> &'static FontRef<'static> {
+    static FONT: OnceLock<FontRef<'static>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        FontRef::try_from_slice(dejavu::sans::regular()).expect("the bundled DejaVu Sans parses")
+    })
+}
+
+/// Width in pixels of `text` set `size` pixels tall (a line is `size` pixels tall).
+pub(crate) fn text_width(text: &str, size: f32) -> u32 {
+    imageproc::drawing::text_size(PxScale::from(size), font(), text).0
+}
+
+/// Anti-aliased `text`, `size` pixels tall, with the top-left corner of its line at `(x, y)`.
+fn draw_text(img: &mut RgbImage, (x, y): (u32, u32), size: f32, text: &str) {
+    let (x, y) = (x as i32, y as i32);
+    draw_text_mut(img, Rgb(INK), x, y, PxScale::from(size), font(), text);
+}
+
+/// Text size that reads well beside an image `h` pixels tall: 20 px for CamVid's 360 rows, in
+/// proportion elsewhere, never under 11 px.
+fn font_size(h: u32) -> f32 {
+    (h as f32 / 18.0).clamp(11.0, 40.0)
+}
 
 /// Heatmap of per-pixel values (`w * h`, row-major) in inferno under `scale`, with a panel on the
-/// right: `label` on top (when the height allows), a vertical colour bar (max at the top) and
-/// tick labels for max, middle and min. The output is `h` tall and wider than `w`; the heat part
-/// is exactly `colour_of(value, scale)` at x in `[0, w)`. Text grows with the image height.
+/// right: `label` on top, a vertical colour bar (max at the top) and tick labels for max, middle
+/// and min (an image too short for the text gets a bare bar). The output is `h` tall and wider
+/// than `w`; the heat part is exactly `colour_of(value, scale)` at x in `[0, w)`. Text grows
+/// with the image height.
 ///
 /// # Panics
 /// If `values.len() != w * h`.
 pub fn heatmap(values: &[f32], w: u32, h: u32, scale: Scale, label: &str) -> RgbImage {
     check_len(values.len(), w, h);
-    let s = font_scale(h);
+    let size = font_size(h);
+    let line = size.ceil() as u32;
+    let pad = line / 3;
     let mid = scale.min + 0.5 * (scale.max - scale.min);
-    let ticks = [
-        format_tick(scale.max),
-        format_tick(mid),
-        format_tick(scale.min),
-    ];
-    let pad = 3 * s;
-    let bar_w = 8 * s + 4;
-    let tick_len = 3 * s;
-    let labels_w = ticks.iter().map(|t| text_width(t, s)).max().unwrap_or(0);
-    let panel_w =
-        (pad + bar_w + tick_len + s + labels_w + pad).max(pad + text_width(label, s) + pad);
-
-    let mut img = RgbImage::from_pixel(w + panel_w, h, Rgb(WHITE));
-    for (i, &v) in values.iter().enumerate() {
-        let (x, y) = ((i % w as usize) as u32, (i / w as usize) as u32);
-        img.put_pixel(x, y, Rgb(colour_of(v, scale)));
-    }
-
-    let bar_x = w + pad;
-    let layout = BarLayout::fit(h, s, pad, !label.is_empty());
-    if let Some(name_y) = layout.name_y {
-        draw_text(&mut img, (w + pad) as i64, name_y as i64, label, s, INK);
-    }
-    let (y0, y1) = (layout.top, layout.bottom);
-    for y in y0..=y1 {
-        let t = if y1 > y0 {
-            (y1 - y) as f32 / (y1 - y0) as f32
-        } else {
-            1.0
-        };
+    let ticks = [scale.max, mid, scale.min].map(format_tick);
+    // The bar is `line` wide; its ticks reach `pad` to the right, a gap of `pad`, the labels.
+    let (bar_x, labels_x) = (w + pad, w + 3 * pad + line);
+    let labels_w = ticks.iter().map(|t| text_width(t, size)).max().unwrap_or(0);
+    let panel_w = (labels_x - w + labels_w + pad).max(2 * pad + text_width(label, size));
+    let mut img = RgbImage::from_fn(w + panel_w, h, |x, y| match x < w {
+        true => Rgb(colour_of(values[(y * w + x) as usize], scale)),
+        false => Rgb(WHITE),
+    });
+    // The tick labels are centred on the bar's ends and middle, under the name; they must not
+    // touch.
+    let (top, bottom) = (
+        2 * pad + line + line / 2,
+        h.saturating_sub(1 + pad + line / 2),
+    );
+    let labelled = bottom >= top + 2 * (line + pad);
+    let (top, bottom) = if labelled {
+        (top, bottom)
+    } else {
+        (0, h.saturating_sub(1))
+    };
+    for y in top..=bottom {
+        let t = (bottom - y) as f32 / (bottom - top).max(1) as f32;
         let c = Rgb(colour_of(scale.min + t * (scale.max - scale.min), scale));
-        for x in bar_x..bar_x + bar_w {
-            img.put_pixel(x, y, c);
-        }
+        let row = Rect::at(bar_x as i32, y as i32).of_size(line, 1);
+        draw_filled_rect_mut(&mut img, row, c);
     }
-    if layout.ticks {
-        draw_frame(&mut img, bar_x, y0, bar_w, y1 - y0 + 1, FRAME);
-        let glyph_h = 7 * s;
-        for (text, y) in ticks.iter().zip([y0, (y0 + y1) / 2, y1]) {
-            for dy in 0..s {
-                for x in bar_x + bar_w..bar_x + bar_w + tick_len {
-                    put(&mut img, x as i64, (y + dy) as i64 - (s / 2) as i64, INK);
-                }
-            }
-            let tx = bar_x + bar_w + tick_len + s;
-            let ty = y as i64 - (glyph_h / 2) as i64;
-            draw_text(&mut img, tx as i64, ty, text, s, INK);
+    if labelled {
+        draw_text(&mut img, (bar_x, pad), size, label);
+        let outline =
+            Rect::at(bar_x as i32 - 1, top as i32 - 1).of_size(line + 2, bottom - top + 3);
+        draw_hollow_rect_mut(&mut img, outline, Rgb(FRAME));
+        for (text, y) in ticks.iter().zip([top, (top + bottom) / 2, bottom]) {
+            let tick = Rect::at((bar_x + line) as i32, y as i32).of_size(pad, 1 + line / 16);
+            draw_filled_rect_mut(&mut img, tick, Rgb(INK));
+            draw_text(&mut img, (labels_x, y - line / 2), size, text);
         }
     }
     img
 }
 
-/// Where the colour bar and the name go in a heatmap panel of height `h`.
-struct BarLayout {
-    name_y: Option<u32>,
-    /// Rows of the bar's top (max) and bottom (min), inclusive.
-    top: u32,
-    bottom: u32,
-    ticks: bool,
-}
-
-impl BarLayout {
-    /// The fullest layout that fits: name + labelled bar, else labelled bar, else a bare bar over
-    /// the whole height.
-    fn fit(h: u32, s: u32, pad: u32, want_name: bool) -> BarLayout {
-        let glyph_h = 7 * s;
-        // The three tick labels are centred on the bar's ends and middle; they must not touch.
-        let min_bar = 2 * (glyph_h + 2 * s);
-        let labelled = |above: u32| {
-            let top = above + pad + glyph_h / 2;
-            let bottom = h.checked_sub(1 + pad + glyph_h / 2)?;
-            (bottom >= top + min_bar).then_some((top, bottom))
-        };
-        if want_name {
-            if let Some((top, bottom)) = labelled(pad + glyph_h) {
-                return BarLayout {
-                    name_y: Some(pad),
-                    top,
-                    bottom,
-                    ticks: true,
-                };
-            }
-        }
-        if let Some((top, bottom)) = labelled(0) {
-            return BarLayout {
-                name_y: None,
-                top,
-                bottom,
-                ticks: true,
-            };
-        }
-        BarLayout {
-            name_y: None,
-            top: 0,
-            bottom: h.saturating_sub(1),
-            ticks: false,
+/// `heatmap` (from [`heatmap`], its heat part the size of `input`) with the heat part blended
+/// over a grey copy of `input`, so the uncertain objects can be told apart; the colour bar panel
+/// is kept as it is.
+///
+/// # Panics
+/// If `heatmap` is narrower or of another height than `input`.
+pub fn heat_over_grey(input: &RgbImage, heatmap: &RgbImage) -> RgbImage {
+    assert!(
+        heatmap.height() == input.height() && heatmap.width() >= input.width(),
+        "heat_over_grey: the heatmap does not fit the input"
+    );
+    let grey = imageops::grayscale(input);
+    let mut out = heatmap.clone();
+    for (x, y, p) in out.enumerate_pixels_mut() {
+        if let Some(g) = grey.get_pixel_checked(x, y) {
+            let g = g.0[0] as f32 * (1.0 - HEAT_ALPHA);
+            p.0 = p.0.map(|c| (g + c as f32 * HEAT_ALPHA).round() as u8);
         }
     }
+    out
 }
 
-/// A legend: one row per class name, a colour swatch (outlined, so black shows) and the name, on
-/// white. A name without a palette entry gets a black swatch, as in [`colour_classes`].
-pub fn legend(names: &[String], palette: &[[u8; 3]]) -> RgbImage {
-    legend_scaled(names, palette, 2)
-}
-
-/// [`legend`] with the font magnified `scale` times (1 = 5x7-pixel letters).
-pub fn legend_scaled(names: &[String], palette: &[[u8; 3]], scale: u32) -> RgbImage {
-    let s = scale.max(1);
-    let pad = 4 * s;
-    let row_h = 11 * s;
-    let swatch = 9 * s;
-    let text_x = pad + swatch + 3 * s;
-    let names_w = names.iter().map(|n| text_width(n, s)).max().unwrap_or(0);
-    let width = text_x + names_w + pad;
+/// A class legend: one row per class name, a colour swatch (outlined, so black shows) and the
+/// name, on white, in text `size` pixels tall. A name without a palette entry gets a black
+/// swatch, as in [`colour_classes`].
+pub fn legend(names: &[String], palette: &[[u8; 3]], size: f32) -> RgbImage {
+    let line = size.ceil() as u32;
+    let (pad, row_h, swatch) = (line / 3, line + line / 4, line * 3 / 4);
+    let text_x = pad + swatch + pad;
+    let names_w = names.iter().map(|n| text_width(n, size)).max().unwrap_or(0);
     let height = 2 * pad + names.len() as u32 * row_h;
-    let mut img = RgbImage::from_pixel(width, height, Rgb(WHITE));
+    let mut img = RgbImage::from_pixel(text_x + names_w + pad, height, Rgb(WHITE));
     for (i, name) in names.iter().enumerate() {
-        let y = pad + i as u32 * row_h + s;
+        let y = pad + i as u32 * row_h;
         let colour = palette.get(i).copied().unwrap_or([0, 0, 0]);
-        for yy in y..y + swatch {
-            for xx in pad..pad + swatch {
-                img.put_pixel(xx, yy, Rgb(colour));
-            }
-        }
-        draw_frame(&mut img, pad, y, swatch, swatch, FRAME);
-        draw_text(&mut img, text_x as i64, (y + s) as i64, name, s, INK);
+        let swatch_at = Rect::at(pad as i32, (y + (row_h - swatch) / 2) as i32);
+        draw_filled_rect_mut(&mut img, swatch_at.of_size(swatch, swatch), Rgb(colour));
+        draw_hollow_rect_mut(&mut img, swatch_at.of_size(swatch, swatch), Rgb(FRAME));
+        draw_text(&mut img, (text_x, y + (row_h - line) / 2), size, name);
     }
     img
 }
 
-/// Writes a PNG atomically: encodes to `<path>.tmp` in the same folder, flushes it to disk, then
-/// renames it over `path`, so a crash never leaves a half-written file under the final name.
-/// Takes any image buffer the PNG encoder accepts (`RgbImage`, `GrayImage`, 16-bit, ...).
+/// Writes a PNG atomically (see [`crate::atomic::write_atomic`]): a crash never leaves a
+/// half-written file under the final name. Takes any image buffer the PNG encoder accepts
+/// (`RgbImage`, `GrayImage`, 16-bit, ...).
 pub fn save_png_atomic<P, C>(img: &ImageBuffer<P, C>, path: &Path) -> Result<()>
 where
     P: PixelWithColorType,
     [P::Subpixel]: EncodableLayout,
     C: Deref<Target = [P::Subpixel]>,
 {
-    let tmp = tmp_path(path);
-    let written = write_png(img, &tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("writing PNG {}", path.display()))
-}
-
-fn write_png<P, C>(img: &ImageBuffer<P, C>, tmp: &Path) -> Result<()>
-where
-    P: PixelWithColorType,
-    [P::Subpixel]: EncodableLayout,
-    C: Deref<Target = [P::Subpixel]>,
-{
-    let file = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut out = BufWriter::new(&file);
-    img.write_with_encoder(PngEncoder::new(&mut out))
-        .with_context(|| format!("encoding {}", tmp.display()))?;
-    out.flush()
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("flushing {}", tmp.display()))
-}
-
-/// `dir/name.png` -> `dir/name.png.tmp`.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    let mut bytes = Vec::new();
+    img.write_with_encoder(PngEncoder::new(&mut bytes))
+        .with_context(|| format!("encoding PNG {}", path.display()))?;
+    write_atomic(path, &bytes)
 }
 
 fn check_len(len: usize, w: u32, h: u32) {
@@ -378,13 +338,7 @@ fn check_len(len: usize, w: u32, h: u32) {
     );
 }
 
-/// Font magnification for an image `h` pixels tall: 1 below 360 rows (CamVid's height gets 2),
-/// then one more per 180 rows, at most 4.
-fn font_scale(h: u32) -> u32 {
-    (h / 180).clamp(1, 4)
-}
-
-/// A tick label with about three significant digits, only digits, '.', '-' and 'e'.
+/// A tick label with about three significant digits.
 fn format_tick(v: f32) -> String {
     if v == 0.0 {
         return "0".into();
@@ -404,137 +358,6 @@ fn format_tick(v: f32) -> String {
     } else {
         let s = format!("{v:.1e}");
         s.replace(".0e", "e")
-    }
-}
-
-pub(crate) fn text_width(text: &str, s: u32) -> u32 {
-    let n = text.chars().count() as u32;
-    (6 * n).saturating_sub(1) * s
-}
-
-fn put(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3]) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, Rgb(c));
-    }
-}
-
-/// A one-pixel outline just outside the `w x h` rectangle at `(x, y)`.
-fn draw_frame(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: [u8; 3]) {
-    let (x0, y0, x1, y1) = (x as i64 - 1, y as i64 - 1, (x + w) as i64, (y + h) as i64);
-    for xx in x0..=x1 {
-        put(img, xx, y0, c);
-        put(img, xx, y1, c);
-    }
-    for yy in y0..=y1 {
-        put(img, x0, yy, c);
-        put(img, x1, yy, c);
-    }
-}
-
-/// Draws `text` with its top-left corner at `(x, y)`, each font pixel an `s x s` block; pixels
-/// outside the image are skipped.
-pub(crate) fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, s: u32, c: [u8; 3]) {
-    let s = s as i64;
-    for (i, ch) in text.chars().enumerate() {
-        let gx = x + i as i64 * 6 * s;
-        for (row, bits) in glyph(ch).iter().enumerate() {
-            for col in 0..5 {
-                if bits & (0x10 >> col) != 0 {
-                    for dy in 0..s {
-                        for dx in 0..s {
-                            put(img, gx + col * s + dx, y + row as i64 * s + dy, c);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Shown for characters the font lacks.
-const BOX: [u8; 7] = [0x1F, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1F];
-
-/// 5x7 glyphs in the HD44780 style: seven rows, bit 4 is the leftmost column.
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        ' ' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        'A' => [0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
-        'D' => [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
-        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
-        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
-        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-        'a' => [0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F],
-        'b' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E],
-        'c' => [0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E],
-        'd' => [0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F],
-        'e' => [0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E],
-        'f' => [0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08],
-        'g' => [0x00, 0x0F, 0x11, 0x11, 0x0F, 0x01, 0x0E],
-        'h' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'i' => [0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E],
-        'j' => [0x02, 0x00, 0x06, 0x02, 0x02, 0x12, 0x0C],
-        'k' => [0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12],
-        'l' => [0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'm' => [0x00, 0x00, 0x1A, 0x15, 0x15, 0x11, 0x11],
-        'n' => [0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'o' => [0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E],
-        'p' => [0x00, 0x00, 0x1E, 0x11, 0x1E, 0x10, 0x10],
-        'q' => [0x00, 0x00, 0x0D, 0x13, 0x0F, 0x01, 0x01],
-        'r' => [0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10],
-        's' => [0x00, 0x00, 0x0E, 0x10, 0x0E, 0x01, 0x1E],
-        't' => [0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06],
-        'u' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0D],
-        'v' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'w' => [0x00, 0x00, 0x11, 0x11, 0x15, 0x15, 0x0A],
-        'x' => [0x00, 0x00, 0x11, 0x0A, 0x04, 0x0A, 0x11],
-        'y' => [0x00, 0x00, 0x11, 0x11, 0x0F, 0x01, 0x0E],
-        'z' => [0x00, 0x00, 0x1F, 0x02, 0x04, 0x08, 0x1F],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
-        ',' => [0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08],
-        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
-        '+' => [0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00],
-        '=' => [0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00],
-        '_' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F],
-        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
-        '/' => [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
-        '\'' => [0x0C, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00],
-        '!' => [0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x04],
-        '?' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04],
-        _ => BOX,
     }
 }
 
@@ -701,29 +524,38 @@ mod tests {
             .all(|i| img.get_pixel(i % w, i / w).0 == quarter));
     }
 
+    /// Pixels dark enough to be text (anti-aliased glyph cores).
+    fn dark(img: &RgbImage, x0: u32) -> usize {
+        img.enumerate_pixels()
+            .filter(|(x, _, p)| *x >= x0 && luma(p.0) < 90.0)
+            .count()
+    }
+
     #[test]
     fn heatmap_bar_runs_from_max_at_top_to_min_at_bottom_with_labels() {
         let (w, h) = (32u32, 120u32);
         let scale = Scale { min: 0.0, max: 2.0 };
         let img = heatmap(&vec![1.0; (w * h) as usize], w, h, scale, "variance");
-        let panel: Vec<(u32, u32)> = (w..img.width())
-            .flat_map(|x| (0..h).map(move |y| (x, y)))
-            .collect();
-        let has = |c: [u8; 3]| panel.iter().any(|&(x, y)| img.get_pixel(x, y).0 == c);
-        assert!(has(colour_of(2.0, scale)) && has(colour_of(0.0, scale)));
-        assert!(has(INK), "tick labels and name are drawn");
-        // Top of the bar is brighter than its bottom, in the same column.
-        let bar_col = w + 3 + 5;
-        let rows: Vec<u32> = (0..h)
-            .filter(|&y| {
-                let c = img.get_pixel(bar_col, y).0;
-                c != WHITE && c != FRAME
-            })
-            .collect();
-        let (top, bottom) = (rows[0], *rows.last().unwrap());
-        assert!(bottom - top > h / 3);
-        assert_eq!(img.get_pixel(bar_col, top).0, colour_of(2.0, scale));
-        assert_eq!(img.get_pixel(bar_col, bottom).0, colour_of(0.0, scale));
+        let (top_c, bottom_c) = (colour_of(2.0, scale), colour_of(0.0, scale));
+        let bar_col = (w..img.width())
+            .find(|&x| ![WHITE, FRAME].contains(&img.get_pixel(x, h / 2).0))
+            .expect("a colour bar")
+            + 2;
+        let rows: Vec<[u8; 3]> = (0..h).map(|y| img.get_pixel(bar_col, y).0).collect();
+        let top = rows
+            .iter()
+            .position(|&c| c == top_c)
+            .expect("max at the top");
+        let bottom = rows
+            .iter()
+            .rposition(|&c| c == bottom_c)
+            .expect("min at the bottom");
+        assert!(bottom > top + (h / 3) as usize, "{top}..{bottom}");
+        // Darker all the way down.
+        assert!(rows[top..=bottom]
+            .windows(2)
+            .all(|p| luma(p[1]) <= luma(p[0]) + 0.5));
+        assert!(dark(&img, bar_col + 8) > 40, "tick labels are drawn");
     }
 
     #[test]
@@ -742,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn tick_labels_use_only_bar_font_characters() {
+    fn tick_labels_have_about_three_significant_digits() {
         let cases = [
             (0.0, "0"),
             (2.3979, "2.4"),
@@ -755,67 +587,73 @@ mod tests {
             (45678.0, "4.6e4"),
         ];
         for (v, want) in cases {
-            let got = format_tick(v);
-            assert_eq!(got, want, "{v}");
-            assert!(got.chars().all(|c| c.is_ascii_digit() || ".-e".contains(c)));
+            assert_eq!(format_tick(v), want, "{v}");
         }
-    }
-
-    #[test]
-    fn font_covers_class_names_measures_and_numbers() {
-        let text = CAMVID_CLASSES.concat() + "variance entropy mutual-info 0123456789.-e";
-        for c in text.chars().chain('a'..='z').chain('A'..='Z') {
-            assert_ne!(glyph(c), BOX, "{c:?} has no glyph");
-            assert!(
-                c == ' ' || glyph(c).iter().any(|&r| r != 0),
-                "{c:?} is blank"
-            );
-            assert!(glyph(c).iter().all(|&r| r < 0x20), "{c:?} is wider than 5");
-        }
-        assert_eq!(glyph('\u{3b1}'), BOX);
     }
 
     #[test]
     fn legend_has_a_swatch_and_text_per_class() {
         let names: Vec<String> = CAMVID_CLASSES.iter().map(|s| s.to_string()).collect();
-        let img = legend(&names, &CAMVID_PALETTE);
-        assert!(img.width() > 50 && img.height() >= 11 * names.len() as u32);
+        let img = legend(&names, &CAMVID_PALETTE, 16.0);
+        assert!(img.width() > 80 && img.height() >= 16 * names.len() as u32);
         for c in &CAMVID_PALETTE[..11] {
             assert!(img.pixels().any(|p| p.0 == *c), "swatch {c:?} missing");
         }
-        let ink = img.pixels().filter(|p| p.0 == INK).count();
-        assert!(ink > 100 * names.len(), "names are drawn: {ink} ink pixels");
-        let empty = legend(&[], &CAMVID_PALETTE);
+        // Text right of the swatches; black Void's swatch is dark too, so start past it.
+        let text = dark(&img, 20);
+        assert!(
+            text > 20 * names.len(),
+            "names are drawn: {text} dark pixels"
+        );
+        let bigger = legend(&names, &CAMVID_PALETTE, 32.0);
+        assert!(bigger.height() > img.height() && bigger.width() > img.width());
+        let empty = legend(&[], &CAMVID_PALETTE, 16.0);
         assert!(empty.width() > 0 && empty.height() > 0);
     }
 
     #[test]
-    fn atomic_save_round_trips_and_leaves_no_tmp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pred.png");
-        let img = colour_classes(&[0, 1, 2, 3, 4, 5, 11, 9], 4, 2, &CAMVID_PALETTE);
-        save_png_atomic(&img, &path).unwrap();
-        // Overwriting an existing file works too.
-        save_png_atomic(&img, &path).unwrap();
-        let back = image::open(&path).unwrap().to_rgb8();
-        assert_eq!(back, img);
-        let grey = class_index_image(&[0, 1, 2, 3, 4, 5, 11, 9], 4, 2);
-        let gpath = dir.path().join("classes.png");
-        save_png_atomic(&grey, &gpath).unwrap();
-        assert_eq!(image::open(&gpath).unwrap().to_luma8(), grey);
-        let names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    fn heat_over_grey_shows_the_grey_input_where_calm_and_the_colours_where_uncertain() {
+        let (w, h) = (40u32, 36u32);
+        let input = RgbImage::from_fn(w, h, |x, y| Rgb([6 * x as u8, 200, 7 * y as u8]));
+        let scale = Scale { min: 0.0, max: 1.0 };
+        // Uncertain only in the top-left 10x10 square.
+        let values: Vec<f32> = (0..w * h)
+            .map(|i| ((i % w < 10) && (i / w < 10)) as u8 as f32)
             .collect();
-        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-        assert_eq!(names.len(), 2);
+        let heat = heatmap(&values, w, h, scale, "variance");
+        let over = heat_over_grey(&input, &heat);
+        assert_eq!(over.dimensions(), heat.dimensions());
+        let grey = imageops::grayscale(&input);
+        let calm = colour_of(0.0, scale);
+        for (x, y, p) in over
+            .enumerate_pixels()
+            .filter(|(x, y, _)| *x < w && (*x >= 10 || *y >= 10))
+        {
+            let g = grey.get_pixel(x, y).0[0] as f32 * (1.0 - HEAT_ALPHA);
+            let want = calm.map(|c| (g + c as f32 * HEAT_ALPHA).round() as u8);
+            assert_eq!(p.0, want, "({x}, {y})");
+        }
+        // The calm part keeps the input's structure: left and right differ.
+        assert_ne!(over.get_pixel(12, 20), over.get_pixel(38, 20));
+        // Where uncertain, the heatmap's bright colour shows through.
+        let hot = over.get_pixel(3, 3).0;
+        let dimmed = grey.get_pixel(3, 3).0[0] as f32 * (1.0 - HEAT_ALPHA);
+        assert!(luma(hot) > dimmed + 100.0, "{hot:?}");
+        // The colour bar is untouched.
+        for x in w..heat.width() {
+            assert_eq!(over.get_pixel(x, h / 2), heat.get_pixel(x, h / 2));
+        }
     }
 
     #[test]
-    fn atomic_save_into_a_missing_folder_names_the_path() {
+    fn png_save_round_trips_rgb_and_grey() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("no-such-dir").join("x.png");
-        let err = save_png_atomic(&RgbImage::new(2, 2), &path).unwrap_err();
-        assert!(format!("{err:#}").contains("no-such-dir/x.png"), "{err:#}");
+        let (path, gpath) = (dir.path().join("pred.png"), dir.path().join("classes.png"));
+        let img = colour_classes(&[0, 1, 2, 3, 4, 5, 11, 9], 4, 2, &CAMVID_PALETTE);
+        save_png_atomic(&img, &path).unwrap();
+        assert_eq!(image::open(&path).unwrap().to_rgb8(), img);
+        let grey = class_index_image(&[0, 1, 2, 3, 4, 5, 11, 9], 4, 2);
+        save_png_atomic(&grey, &gpath).unwrap();
+        assert_eq!(image::open(&gpath).unwrap().to_luma8(), grey);
     }
 }

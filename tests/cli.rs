@@ -168,7 +168,9 @@ fn infer_writes_class_map_overlay_heatmaps_and_summary() {
     .assert()
     .success()
     .stdout(stdout);
-    for f in "classes colour overlay variance entropy mutual-info".split(' ') {
+    let written = "classes colour overlay variance entropy mutual-info \
+                   variance_overlay entropy_overlay mutual-info_overlay";
+    for f in written.split(' ') {
         assert!(d.path(&format!("out/scene_{f}.png")).is_file(), "no {f}");
     }
     // Outputs have the input's size although the network ran at 48x64.

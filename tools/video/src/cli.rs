@@ -30,6 +30,10 @@ pub(crate) struct Cli {
     /// Video codec; the container follows from it (.mp4, .avi or .mkv).
     #[arg(long, value_enum, default_value_t = Codec::Auto)]
     pub(crate) codec: Codec,
+    /// Show the uncertainty heatmap blended over a grey copy of the input instead of plain, so
+    /// the uncertain objects can be told apart.
+    #[arg(long)]
+    pub(crate) heat_overlay: bool,
     /// Also write per-frame PNGs into frames/: class indices, overlay and heatmap.
     #[arg(long)]
     pub(crate) frames: bool,

@@ -1,6 +1,9 @@
 //! One output video frame: the input, the class overlay and the uncertainty heatmap (with its
-//! colour bar) side by side or stacked, and the class legend beside them. The heatmap uses the
-//! measure's fixed scale (`Scale::fixed`), so a colour means the same value in every frame.
+//! colour bar; plain, or blended over the grey input) side by side or stacked, and the class
+//! legend beside them. The heatmap uses the measure's fixed scale (`Scale::fixed`), so a colour
+//! means the same value in every frame.
+
+use std::borrow::Cow;
 
 use image::{GenericImage, Rgb, RgbImage};
 use segnet_bayes::config::ModelConfig;
@@ -19,25 +22,35 @@ pub struct Geometry {
     /// Output video frame size (even, as most encoders want).
     pub width: u32,
     pub height: u32,
-    pub input_at: (u32, u32),
-    pub overlay_at: (u32, u32),
-    pub heat_at: (u32, u32),
-    pub legend_at: (u32, u32),
+    input_at: (u32, u32),
+    overlay_at: (u32, u32),
+    heat_at: (u32, u32),
+    legend_at: (u32, u32),
 }
 
 /// Everything needed to draw the frames of one run.
 pub struct Style {
-    pub alpha: f32,
+    alpha: f32,
     pub measure: Measure,
     /// The heatmap's colour scale: the measure's fixed scale, the same for every frame.
     pub scale: Scale,
-    pub palette: Vec<[u8; 3]>,
-    pub legend: RgbImage,
+    palette: Vec<[u8; 3]>,
+    /// Blend the heatmap over a grey copy of the input (`--heat-overlay`).
+    heat_overlay: bool,
+    legend: RgbImage,
     pub geometry: Geometry,
 }
 
 impl Style {
-    pub fn new(cfg: &ModelConfig, w: u32, h: u32, layout: Layout, alpha: f32, m: Measure) -> Style {
+    pub fn new(
+        cfg: &ModelConfig,
+        w: u32,
+        h: u32,
+        layout: Layout,
+        alpha: f32,
+        m: Measure,
+        heat_overlay: bool,
+    ) -> Style {
         let scale = Scale::fixed(m, cfg.classes as usize);
         // The heatmap panel's width depends only on the height, the scale and the label.
         let heat_w = render::heatmap(&vec![0.0; (w * h) as usize], w, h, scale, m.name()).width();
@@ -68,6 +81,7 @@ impl Style {
             measure: m,
             scale,
             palette: cfg.palette.clone(),
+            heat_overlay,
             legend,
             geometry,
         }
@@ -85,14 +99,18 @@ impl Style {
         render::overlay(input, &colours, self.alpha)
     }
 
-    /// The output video frame.
+    /// The output video frame; `heat` is the plain heatmap panel.
     pub fn compose(&self, input: &RgbImage, overlay: &RgbImage, heat: &RgbImage) -> RgbImage {
         let g = &self.geometry;
+        let heat = match self.heat_overlay {
+            true => Cow::Owned(render::heat_over_grey(input, heat)),
+            false => Cow::Borrowed(heat),
+        };
         let mut out = RgbImage::from_pixel(g.width, g.height, Rgb([255, 255, 255]));
         for (img, (x, y)) in [
             (input, g.input_at),
             (overlay, g.overlay_at),
-            (heat, g.heat_at),
+            (&*heat, g.heat_at),
             (&self.legend, g.legend_at),
         ] {
             out.copy_from(img, x, y)
@@ -102,16 +120,17 @@ impl Style {
     }
 }
 
-/// The largest legend (font scale 4 down to 1) no taller than the panels.
+/// The legend in the largest text (32 pixels down to 10) that is no taller than the panels.
 fn legend_fitting(cfg: &ModelConfig, height: u32) -> RgbImage {
     let k = cfg.classes as usize;
     let palette = &cfg.palette[..k.min(cfg.palette.len())];
     let names = &cfg.class_names[..k.min(cfg.class_names.len())];
-    (2..=4)
+    (10..=32)
         .rev()
-        .map(|s| render::legend_scaled(names, palette, s))
+        .step_by(2)
+        .map(|size| render::legend(names, palette, size as f32))
         .find(|l| l.height() <= height)
-        .unwrap_or_else(|| render::legend_scaled(names, palette, 1))
+        .unwrap_or_else(|| render::legend(names, palette, 10.0))
 }
 
 /// An RGB image as the BGR bytes OpenCV writes.
@@ -158,7 +177,7 @@ mod tests {
 
     fn style(layout: Layout) -> Style {
         let cfg = ModelConfig::default();
-        Style::new(&cfg, 64, 48, layout, 0.5, Measure::Variance)
+        Style::new(&cfg, 64, 48, layout, 0.5, Measure::Variance, false)
     }
 
     fn draw(style: &Style, values: &[f32]) -> RgbImage {
@@ -225,6 +244,37 @@ mod tests {
         let (side, stack) = (style(Layout::Side), style(Layout::Stack));
         assert!(side.geometry.width > 3 * 64);
         assert!(stack.geometry.height >= 3 * 48);
+    }
+
+    #[test]
+    fn heat_overlay_blends_the_heatmap_panel_over_the_grey_input() {
+        let plain = style(Layout::Side);
+        let blended = Style {
+            heat_overlay: true,
+            ..style(Layout::Side)
+        };
+        let g = &plain.geometry;
+        let mut values = vec![0.0; (g.w * g.h) as usize];
+        values[0] = plain.scale.max;
+        let (fp, fb) = (draw(&plain, &values), draw(&blended, &values));
+        let (hx, hy) = g.heat_at;
+        // Calm pixels: the plain heatmap's near-black over the input's grey (18 here), grey
+        // dimmed; the uncertain pixel shows the heatmap's bright top colour.
+        let calm = fb.get_pixel(hx + 5, hy + 5).0;
+        assert_ne!(calm, fp.get_pixel(hx + 5, hy + 5).0);
+        assert!(
+            calm[0] > 0 && calm[0] == calm[1] && calm[0] < 18,
+            "{calm:?}"
+        );
+        let hot = fb.get_pixel(hx, hy).0;
+        assert!(hot.iter().all(|&c| c > 100), "{hot:?}");
+        // The colour bar, the input and the class overlay are the same in both.
+        let crop = |f: &RgbImage, x, w| image::imageops::crop_imm(f, x, hy, w, g.h).to_image();
+        assert_eq!(
+            crop(&fp, hx + g.w, g.heat_w - g.w),
+            crop(&fb, hx + g.w, g.heat_w - g.w)
+        );
+        assert_eq!(crop(&fp, 0, 2 * g.w), crop(&fb, 0, 2 * g.w));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `uncertainty.png`: mean uncertainty over time, one panel per measure (each with its own
 //! y axis) stacked vertically. x is the frame's time in seconds, y the frame's mean of the
-//! measure. Each panel is a [`segnet_bayes::plot::line_chart`].
+//! measure. The panels are [`segnet_bayes::plot::LineChart`]s.
 
-use image::{imageops, RgbImage};
-use segnet_bayes::plot::{self, Series};
+use anyhow::Result;
+use image::RgbImage;
+use segnet_bayes::plot::{self, LineChart, Series};
 use segnet_bayes::render::Measure;
 
 use crate::table::Row;
@@ -13,29 +14,28 @@ const LINES: [[u8; 3]; 3] = [[31, 119, 180], [214, 39, 40], [44, 160, 44]];
 
 /// The plot of `rows` (any order): [`plot::WIDTH`] wide, one [`plot::HEIGHT`]-tall panel per
 /// measure.
-pub fn uncertainty_over_time(rows: &[Row]) -> RgbImage {
+pub fn uncertainty_over_time(rows: &[Row]) -> Result<RgbImage> {
     let mut rows = rows.to_vec();
     rows.sort_by_key(|r| r.index);
     let t_max = upper(rows.iter().map(|r| r.time));
-    let mut img = RgbImage::new(plot::WIDTH, plot::HEIGHT * Measure::ALL.len() as u32);
-    for (i, m) in Measure::ALL.iter().enumerate() {
-        let series = Series {
-            name: m.name().to_string(),
-            points: rows.iter().map(|r| (r.time, r.means[i])).collect(),
-            colour: LINES[i],
-        };
-        let v_max = upper(rows.iter().map(|r| r.means[i]));
-        let panel = plot::line_chart(
-            &format!("mean {m} per frame"),
-            "time (s)",
-            &format!("mean {m}"),
-            &[series],
-            (0.0, t_max),
-            (0.0, v_max * 1.05),
-        );
-        imageops::replace(&mut img, &panel, 0, i as i64 * plot::HEIGHT as i64);
-    }
-    img
+    let panels: Vec<LineChart> = Measure::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, m)| LineChart {
+            title: format!("mean {m} per frame"),
+            x_label: "time (s)".into(),
+            y_label: format!("mean {m}"),
+            series: vec![Series::new(
+                m.name(),
+                rows.iter().map(|r| (r.time, r.means[i])).collect(),
+                LINES[i],
+            )],
+            x_range: (0.0, t_max),
+            y_range: (0.0, upper(rows.iter().map(|r| r.means[i])) * 1.05),
+            legend: None,
+        })
+        .collect();
+    plot::line_charts(&panels)
 }
 
 /// The top of an axis from 0 covering `values`: their largest finite value, or 1 when there is
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn plot_draws_one_coloured_line_per_measure() {
-        let img = uncertainty_over_time(&rows());
+        let img = uncertainty_over_time(&rows()).unwrap();
         assert_eq!(img.dimensions(), (plot::WIDTH, 3 * plot::HEIGHT));
         for (i, c) in LINES.iter().enumerate() {
             let n = panel_pixels(&img, i, *c).len();
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn one_frame_or_none_still_plots() {
         for rows in [&rows()[29..], &[]] {
-            let img = uncertainty_over_time(rows);
+            let img = uncertainty_over_time(rows).unwrap();
             assert_eq!(img.dimensions(), (plot::WIDTH, 3 * plot::HEIGHT));
         }
     }

@@ -160,14 +160,16 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         cli.layout,
         cli.alpha,
         cli.measure,
+        cli.heat_overlay,
     );
     let threshold = cli.threshold.unwrap_or(style.scale.max / 2.0);
     let settings = settings(predictor, cli, source, threshold);
     let look = format!(
-        "codec {}, layout {:?}, alpha {}, frames {}",
+        "codec {}, layout {:?}, alpha {}, heat overlay {}, frames {}",
         cli.codec.name(),
         cli.layout,
         cli.alpha,
+        cli.heat_overlay,
         cli.frames
     );
     let paths = Paths::new(dir, cli.codec, cli.frames);
@@ -428,7 +430,7 @@ fn finalise(paths: &Paths, cols: &Columns, summary: &mut Summary, keep_frames: b
     std::fs::rename(&paths.video_partial, &paths.video)
         .with_context(|| format!("cannot rename {}", paths.video_partial.display()))?;
     let rows = table::finalise(&paths.csv_partial, &paths.csv, cols)?;
-    render::save_png_atomic(&crate::plot::uncertainty_over_time(&rows), &paths.plot)?;
+    render::save_png_atomic(&crate::plot::uncertainty_over_time(&rows)?, &paths.plot)?;
     if !keep_frames && paths.records.exists() {
         std::fs::remove_dir_all(&paths.records)
             .with_context(|| format!("cannot remove {}", paths.records.display()))?;
