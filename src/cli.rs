@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Arch;
-use crate::render::Measure;
+use crate::mc::Measure;
 
 #[derive(Parser, Debug)]
 #[command(

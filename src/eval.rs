@@ -21,11 +21,11 @@ use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
 use crate::data::{self, Loader, Pair};
 use crate::infer::{class_bytes, to_vec_f32, Predictor};
+use crate::mc::Measure;
 use crate::mc::{self, McOptions, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
 use crate::plot;
-use crate::render::Measure;
 
 /// Confusion matrices of a validation pass.
 pub struct Validation {

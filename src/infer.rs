@@ -18,9 +18,9 @@ use crate::atomic::write_json_atomic;
 use crate::cli::{InferArgs, InitModelArgs, SamplingArgs, ScaleMode};
 use crate::config::ModelConfig;
 use crate::image_io;
-use crate::mc::{self, McOptions, Prediction};
+use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::model::{checkpoint, SegNet};
-use crate::render::{self, Measure, Scale};
+use crate::render::{self, Scale};
 
 /// The trained model shipped with the project, used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "assets/segnet-camvid.safetensors";

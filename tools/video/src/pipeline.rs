@@ -24,8 +24,8 @@ use opencv::core::{Mat, Vec3b};
 use opencv::videoio::{VideoWriter, VideoWriterTrait};
 use rayon::prelude::*;
 use segnet_bayes::infer::{class_bytes, to_vec_f32, Predictor};
-use segnet_bayes::mc::Prediction;
-use segnet_bayes::render::{self, Measure};
+use segnet_bayes::mc::{Measure, Prediction};
+use segnet_bayes::render;
 use tch::Kind;
 
 use crate::frame::{self, Stats, Style};

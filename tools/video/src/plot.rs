@@ -3,8 +3,8 @@
 //! measure. Each panel is a [`segnet_bayes::plot::line_chart`].
 
 use image::{imageops, RgbImage};
+use segnet_bayes::mc::Measure;
 use segnet_bayes::plot::{self, Series};
-use segnet_bayes::render::Measure;
 
 use crate::table::Row;
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use segnet_bayes::render::Measure;
+use segnet_bayes::mc::Measure;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Codec;

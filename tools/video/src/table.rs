@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use segnet_bayes::render::Measure;
+use segnet_bayes::mc::Measure;
 
 use crate::frame::Stats;
 
