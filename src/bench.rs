@@ -73,8 +73,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.height >= 32 && args.width >= 32,
         "--height and --width must be at least 32"
     );
-    crate::device::set_threads(args.threads)?;
-    let device = crate::device::parse(&args.device)?;
+    let device = args.device.init()?;
     let cfg = ModelConfig {
         arch: args.arch,
         width: args.net_width,

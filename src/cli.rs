@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tch::Device;
 
 use crate::config::Arch;
-use crate::mc::Measure;
+use crate::infer::PredictorOptions;
+use crate::mc::{McOptions, Measure};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,12 +53,45 @@ pub struct SamplingArgs {
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl SamplingArgs {
+    /// What these flags ask the predictor to do on `device` (the device picks `--chunk`'s
+    /// default).
+    pub fn options(&self, device: Device, dropout: bool) -> PredictorOptions {
+        PredictorOptions {
+            model: self.model.clone(),
+            device,
+            mc: McOptions {
+                samples: self.samples,
+                chunk: self.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
+                seed: self.seed,
+            },
+            dropout,
+        }
+    }
+}
+
+/// Where the network runs: taken by every subcommand that runs one.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
     /// cpu, cuda, cuda:N or auto (a GPU when one is available).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// CPU threads for libtorch (default: all cores).
+    /// CPU threads for libtorch (default: `SEGNET_THREADS`, else all cores).
     #[arg(long)]
     pub threads: Option<i32>,
+}
+
+impl DeviceArgs {
+    /// Sets libtorch's CPU thread count, which is process-wide, then resolves `--device`. A
+    /// command's entry point calls this once, before any work.
+    pub fn init(&self) -> Result<Device> {
+        crate::device::set_threads(self.threads)?;
+        crate::device::parse(&self.device)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,12 +144,8 @@ pub struct TrainArgs {
     /// schedule then follows the time budget.
     #[arg(long)]
     pub max_minutes: Option<f64>,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -133,10 +165,8 @@ pub struct RecalibrateArgs {
     /// Where to write the new model.
     #[arg(long, short)]
     pub out: PathBuf,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -179,10 +209,8 @@ pub struct BenchArgs {
     /// Timed runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

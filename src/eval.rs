@@ -20,9 +20,8 @@ use crate::atomic::{write_atomic, write_json_atomic};
 use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
 use crate::data::{self, Loader, Pair};
-use crate::infer::{class_bytes, to_vec_f32, Predictor};
-use crate::mc::Measure;
-use crate::mc::{self, McOptions, Prediction};
+use crate::infer::Predictor;
+use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
 use crate::plot;
@@ -138,17 +137,11 @@ impl Tally {
     }
 
     fn add(&mut self, pred: &Prediction, gt: &[u8], void: u8) {
-        let classes = class_bytes(pred);
+        let classes = pred.class_bytes();
         self.confusion.add(gt, &classes);
-        let confidence = to_vec_f32(&pred.confidence());
+        let confidence = pred.confidence_values();
         for (m, s) in &mut self.stats {
-            s.add(
-                &to_vec_f32(pred.measure(*m)),
-                &confidence,
-                gt,
-                &classes,
-                void,
-            );
+            s.add(&pred.measure_values(*m), &confidence, gt, &classes, void);
         }
     }
 
@@ -186,7 +179,8 @@ impl Tally {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let predictor = Predictor::load(&args.sampling, true)?;
+    let device = args.sampling.device.init()?;
+    let predictor = Predictor::load(&args.sampling.options(device, true))?;
     let model = predictor.config().clone();
     let data_cfg = DataConfig {
         root: args.data.clone(),

@@ -103,9 +103,20 @@ impl Prediction {
         self.probs.argmax(0, false)
     }
 
-    /// `[H, W]` highest mean probability.
-    pub fn confidence(&self) -> Tensor {
-        self.probs.max_dim(0, false).0
+    /// `[H, W]` class indices, row-major.
+    pub fn class_bytes(&self) -> Vec<u8> {
+        let map = self.class_map().to_kind(Kind::Uint8).contiguous();
+        Vec::<u8>::try_from(map.flatten(0, -1)).expect("class map")
+    }
+
+    /// `[H, W]` highest mean probability, row-major.
+    pub fn confidence_values(&self) -> Vec<f32> {
+        row_major(&self.probs.max_dim(0, false).0)
+    }
+
+    /// `[H, W]` values of one uncertainty measure, row-major.
+    pub fn measure_values(&self, m: Measure) -> Vec<f32> {
+        row_major(self.measure(m))
     }
 
     pub fn measure(&self, m: Measure) -> &Tensor {
@@ -151,6 +162,10 @@ impl Prediction {
             samples: self.samples,
         }
     }
+}
+
+fn row_major(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().flatten(0, -1)).expect("float map")
 }
 
 /// Streaming mean and variance of softmax samples, and the mean per-sample entropy.

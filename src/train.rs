@@ -191,8 +191,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         ensure!(m > 0.0, "--max-minutes must be positive");
         cfg.train.max_minutes = m;
     }
-    crate::device::set_threads(args.threads)?;
-    let device = crate::device::parse(&args.device)?;
+    let device = args.device.init()?;
     let (out, resumed) = open_run(args, &cfg)?;
     write_atomic(&out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
 
@@ -610,8 +609,7 @@ pub fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
     }
     cfg.train.bn_recalibrate = true;
     cfg.train.bn_recalibrate_dropout = args.dropout;
-    crate::device::set_threads(args.threads)?;
-    let device = crate::device::parse(&args.device)?;
+    let device = args.device.init()?;
     let (vs, net, ckpt) = checkpoint::load_model(&args.model, device)?;
     let diffs = checkpoint::config_differences(&ckpt.config, &cfg.model);
     ensure!(

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use segnet_bayes::cli::SamplingArgs;
 use segnet_bayes::config::Config;
 use segnet_bayes::image_io;
-use segnet_bayes::infer::{class_bytes, Predictor, DEFAULT_MODEL};
+use segnet_bayes::infer::{Predictor, PredictorOptions, DEFAULT_MODEL};
+use segnet_bayes::mc::McOptions;
 use segnet_bayes::model::checkpoint;
 
 fn assets() -> &'static Path {
@@ -26,20 +26,22 @@ fn shipped_model_loads_and_matches_its_config() {
 
 #[test]
 fn shipped_model_segments_a_camvid_validation_frame() {
-    let args = SamplingArgs {
+    let options = PredictorOptions {
         model: None,
-        samples: 8,
-        chunk: Some(4),
-        seed: Some(0),
-        device: "cpu".into(),
-        threads: None,
+        device: tch::Device::Cpu,
+        mc: McOptions {
+            samples: 8,
+            chunk: 4,
+            seed: Some(0),
+        },
+        dropout: true,
     };
-    let predictor = Predictor::load(&args, true).unwrap();
+    let predictor = Predictor::load(&options).unwrap();
     let frame = assets().join("assets/samples/0016E5_07959.png");
     let label = assets().join("assets/samples/labels/0016E5_07959.png");
     let img = image_io::load_rgb(&frame).unwrap();
     let gt = image::open(&label).unwrap().to_luma8();
-    let pred = class_bytes(&predictor.predict(&img).unwrap());
+    let pred = predictor.predict(&img).unwrap().class_bytes();
     let (mut right, mut counted) = (0usize, 0usize);
     for (g, p) in gt.as_raw().iter().zip(&pred) {
         if *g < 11 {
