@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -25,6 +24,7 @@ use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
 use crate::plot;
+use crate::progress;
 
 /// Confusion matrices of a validation pass.
 pub struct Validation {
@@ -193,12 +193,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let all = [Measure::Variance, Measure::Entropy, Measure::MutualInfo];
     let mut wa = Tally::new(k, &[Measure::Entropy]);
     let mut mcs = Tally::new(k, &all);
-    let bar = ProgressBar::with_draw_target(Some(pairs.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar(Some(pairs.len() as u64), "eval");
     let start = Instant::now();
     let ahead = rayon::current_num_threads().max(2);
     for chunk in pairs.chunks(ahead) {
@@ -216,6 +211,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             let p_mc = tch::no_grad(|| p_mc.resize(h, w));
             mcs.add(&p_mc, &gt, void);
             bar.inc(1);
+            let rate = bar.position() as f64 / start.elapsed().as_secs_f64();
+            bar.set_message(format!("{rate:.2} img/s"));
         }
     }
     bar.finish_and_clear();

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod progress;
 pub mod render;
 pub mod train;
 

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
@@ -29,6 +28,7 @@ use crate::eval;
 use crate::model::checkpoint::{self, STATE_PREFIX};
 use crate::model::{Mode, SegNet};
 use crate::optim::Optim;
+use crate::progress;
 
 /// Progress stored in a checkpoint's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -385,7 +385,11 @@ impl Trainer<'_> {
                 t.prefetch,
                 true,
             );
-            let bar = progress_bar(per_epoch as u64, skip as u64, epoch + 1, t.epochs);
+            let bar = progress::bar(
+                Some(per_epoch as u64),
+                format!("epoch {}/{}", epoch + 1, t.epochs),
+            );
+            bar.set_position(skip as u64);
             let epoch_start = Instant::now();
             let (mut loss_sum, mut loss_n, mut images) = (0.0, 0usize, 0usize);
             let mut lr = t.lr;
@@ -523,18 +527,6 @@ impl Trainer<'_> {
         );
         Ok(())
     }
-}
-
-fn progress_bar(len: u64, pos: u64, epoch: usize, epochs: usize) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
-    bar.set_position(pos);
-    bar
 }
 
 /// Re-estimates batch-norm running statistics as exact averages over the training set, with
