@@ -1,5 +1,6 @@
-//! Configuration: the model (stored with every checkpoint), the data, training and inference
-//! defaults. One YAML file holds all four sections (`configs/*.yaml`); unknown keys are errors.
+//! Configuration: the model (stored with every checkpoint), the data and training. One YAML file
+//! holds the three sections (`configs/*.yaml`); unknown keys are errors. How to predict (samples,
+//! chunk, seed, device) is not configured here: those are the flags of the commands that predict.
 //!
 //! `Default` holds Bayesian SegNet's values (Kendall et al. 2015): dropout p = 0.5 at the central
 //! positions, SGD with momentum 0.9 and weight decay 5e-4, CamVid's 11 classes.
@@ -332,22 +333,6 @@ impl Default for TrainConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InferConfig {
-    pub samples: usize,
-    pub chunk: usize,
-}
-
-impl Default for InferConfig {
-    fn default() -> Self {
-        InferConfig {
-            samples: 40,
-            chunk: 4,
-        }
-    }
-}
-
 /// A whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -355,7 +340,6 @@ pub struct Config {
     pub model: ModelConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
-    pub infer: InferConfig,
 }
 
 impl Config {
@@ -364,10 +348,14 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let mut cfg: Config = serde_yaml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "config {}: {e} (see configs/camvid.yaml for the accepted keys)",
-                path.display()
-            )
+            // Configs from before the section was removed say `infer:`.
+            let hint = if e.to_string().starts_with("unknown field `infer`") {
+                "delete the `infer` section: infer, eval and segnet-video take --samples, \
+                 --chunk and --seed as flags"
+            } else {
+                "see configs/camvid.yaml for the accepted keys"
+            };
+            anyhow::anyhow!("config {}: {e} ({hint})", path.display())
         })?;
         if cfg.data.root.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
@@ -405,11 +393,6 @@ impl Config {
             "`train.checkpoint_every` must be at least 1"
         );
         ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
-        ensure!(
-            self.infer.samples >= 1,
-            "`infer.samples` must be at least 1"
-        );
-        ensure!(self.infer.chunk >= 1, "`infer.chunk` must be at least 1");
         if let ClassWeights::Given(w) = &self.data.class_weights {
             ensure!(
                 w.len() == self.model.classes as usize,
@@ -452,6 +435,18 @@ mod tests {
     fn unknown_key_is_rejected_with_its_name() {
         let err = serde_yaml::from_str::<Config>("model:\n  widht: 0.5\n").unwrap_err();
         assert!(err.to_string().contains("widht"), "{err}");
+    }
+
+    #[test]
+    fn an_infer_section_says_to_delete_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.yaml");
+        std::fs::write(&path, "train:\n  epochs: 2\ninfer:\n  samples: 40\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("old.yaml") && err.contains("delete the `infer` section"),
+            "{err}"
+        );
     }
 
     #[test]
