@@ -21,6 +21,7 @@ pub mod optim;
 pub mod plot;
 pub mod progress;
 pub mod render;
+pub mod rng;
 pub mod train;
 
 /// libtorch has one global random generator: tests that seed it take this lock, so tests

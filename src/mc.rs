@@ -3,8 +3,10 @@
 //! T stochastic passes with dropout on and batch norm on its running statistics (Bayesian
 //! SegNet). The deterministic prefix (everything before the first dropout, pooling switches
 //! included) runs once per image; the samples run through the suffix in chunks, and the
-//! statistics are accumulated as chunks arrive (Chan et al.'s parallel mean/variance update, in
-//! fp32), so memory does not grow with T: there is never a stack of T probability maps.
+//! statistics are accumulated as samples arrive (Welford's mean/variance update, in fp32), so
+//! memory does not grow with T: there is never a stack of T probability maps. Each sample's
+//! dropout masks depend only on the seed and the sample's index, so the chunk size does not
+//! change the result, and the first n of T samples are the samples of a run with T = n.
 //!
 //! Outputs per pixel: mean softmax, its argmax, the softmax variance across samples averaged over
 //! classes (Bayesian SegNet's uncertainty map; population variance, divided by T), predictive
@@ -14,6 +16,7 @@ use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
 use crate::model::{Mode, SegNet};
+use crate::rng::mix_seed;
 
 /// How to sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +25,8 @@ pub struct McOptions {
     pub samples: usize,
     /// Samples run through the network together.
     pub chunk: usize,
-    /// Seeds libtorch's generator before each image: identical inputs give identical outputs.
+    /// Seed of the dropout masks, the same for every image: identical inputs give identical
+    /// outputs. `None`: a fresh random seed per image.
     pub seed: Option<u64>,
 }
 
@@ -182,7 +186,9 @@ pub struct Accumulator {
 
 /// `-sum_k p log p` over dim `dim`, safe at p = 0.
 fn entropy(p: &Tensor, dim: i64) -> Tensor {
-    -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(dim, false, Kind::Float)
+    let mut plogp = p.clamp_min(1e-12);
+    let _ = plogp.log_().g_mul_(p);
+    -plogp.sum_dim_intlist(dim, false, Kind::Float)
 }
 
 impl Accumulator {
@@ -190,35 +196,37 @@ impl Accumulator {
         Accumulator::default()
     }
 
-    /// Adds a chunk of sample probabilities.
+    /// Adds a chunk of sample probabilities, one sample at a time (Welford's update), so that
+    /// the result does not depend on how the samples were chunked.
     ///
     /// # Shapes
     /// `probs: [B, K, H, W]`, softmax over K.
     pub fn add(&mut self, probs: &Tensor) {
         let probs = probs.to_kind(Kind::Float);
-        let b = probs.size()[0];
-        let chunk_mean = probs.mean_dim(0, false, Kind::Float);
-        let chunk_m2 =
-            (&probs - chunk_mean.unsqueeze(0))
-                .square()
-                .sum_dim_intlist(0, false, Kind::Float);
-        let chunk_entropy = entropy(&probs, 1).sum_dim_intlist(0, false, Kind::Float);
+        for i in 0..probs.size()[0] {
+            self.add_one(probs.get(i));
+        }
+    }
+
+    /// # Shapes
+    /// `p: [K, H, W]`
+    fn add_one(&mut self, p: Tensor) {
+        self.n += 1;
+        let sample_entropy = entropy(&p, 0);
         match (&mut self.mean, &mut self.m2, &mut self.entropy_sum) {
             (Some(mean), Some(m2), Some(ent)) => {
-                let n = self.n as f64;
-                let total = n + b as f64;
-                let delta = &chunk_mean - &*mean;
-                let _ = mean.g_add_(&(&delta * (b as f64 / total)));
-                let _ = m2.g_add_(&(chunk_m2 + delta.square() * (n * b as f64 / total)));
-                let _ = ent.g_add_(&chunk_entropy);
+                // In place where possible: these maps are large and there are T updates.
+                let delta = &p - &*mean;
+                let _ = mean.lerp_(&p, 1.0 / self.n as f64);
+                let _ = m2.addcmul_(&delta, &(&p - &*mean));
+                let _ = ent.g_add_(&sample_entropy);
             }
             _ => {
-                self.mean = Some(chunk_mean);
-                self.m2 = Some(chunk_m2);
-                self.entropy_sum = Some(chunk_entropy);
+                self.m2 = Some(p.zeros_like());
+                self.mean = Some(p.copy());
+                self.entropy_sum = Some(sample_entropy);
             }
         }
-        self.n += b;
     }
 
     /// The statistics of everything added. Panics when nothing was added.
@@ -249,27 +257,28 @@ pub fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Predicti
         // Nothing random to sample: T identical passes are one pass.
         return Ok(weight_average(net, image));
     }
-    if let Some(seed) = opts.seed {
-        tch::manual_seed(seed as i64);
-    }
+    // Sample i's dropout masks come from (base, i) alone: chunking cannot change them, and
+    // the first n samples of a longer run are the same n samples.
+    let base = opts.seed.unwrap_or_else(fresh_seed);
+    let seeds: Vec<u64> = (0..opts.samples as u64)
+        .map(|i| mix_seed(base, i))
+        .collect();
     let pred = tch::no_grad(|| {
         let prefix = net.prefix(&image.unsqueeze(0), false);
         let mut acc = Accumulator::new();
-        let mut expanded: Option<(i64, crate::model::Prefix)> = None;
-        let mut left = opts.samples as i64;
-        while left > 0 {
-            let b = left.min(opts.chunk as i64);
-            if expanded.as_ref().map(|(n, _)| *n) != Some(b) {
-                expanded = Some((b, prefix.expand(b)));
-            }
-            let (_, pre) = expanded.as_ref().expect("just set");
-            let logits = net.suffix(pre, Mode::MC);
+        for chunk in seeds.chunks(opts.chunk) {
+            let logits = net.suffix(&prefix.for_samples(chunk), Mode::MC);
             acc.add(&logits.softmax(1, Kind::Float));
-            left -= b;
         }
         acc.finish()
     });
     Ok(pred)
+}
+
+/// A seed drawn from libtorch's generator, which libtorch seeds randomly at start-up.
+fn fresh_seed() -> u64 {
+    let draw = Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu));
+    draw.int64_value(&[0]) as u64
 }
 
 /// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
@@ -330,17 +339,55 @@ mod tests {
         let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let (_vs, n) = net(0.5);
         let x = Tensor::randn([3, 45, 61], (Kind::Float, Device::Cpu));
-        let opts = |chunk| McOptions {
-            samples: 6,
-            chunk,
-            seed: Some(11),
+        let run = |chunk, seed| {
+            let opts = McOptions {
+                samples: 6,
+                chunk,
+                seed: Some(seed),
+            };
+            sample(&n, &x, &opts).unwrap()
         };
-        let a = sample(&n, &x, &opts(6)).unwrap();
-        let b = sample(&n, &x, &opts(6)).unwrap();
-        assert!(a.probs.equal(&b.probs), "same seed, same output");
-        assert!(a.variance.max().double_value(&[]) > 0.0);
-        let c = sample(&n, &x, &opts(2)).unwrap();
-        assert_eq!(c.probs.size(), vec![11, 45, 61]);
+        let whole = run(6, 11);
+        assert!(whole.variance.max().double_value(&[]) > 0.0);
+        for chunk in [4, 2, 1] {
+            let chunked = run(chunk, 11);
+            for m in Measure::ALL {
+                assert!(
+                    chunked.measure(m).equal(whole.measure(m)),
+                    "chunk {chunk} changed {m}"
+                );
+            }
+            assert!(chunked.probs.equal(&whole.probs), "chunk {chunk}");
+        }
+        assert!(!run(2, 12).probs.equal(&whole.probs), "the seed matters");
+    }
+
+    #[test]
+    fn the_first_samples_of_a_longer_run_are_the_same_samples() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, n) = net(0.5);
+        let x = Tensor::randn([3, 32, 40], (Kind::Float, Device::Cpu));
+        let seeds: Vec<u64> = (0..5).map(|i| mix_seed(3, i)).collect();
+        let prefix = tch::no_grad(|| n.prefix(&x.unsqueeze(0), false));
+        let five = tch::no_grad(|| n.suffix(&prefix.for_samples(&seeds), Mode::MC));
+        let three = tch::no_grad(|| n.suffix(&prefix.for_samples(&seeds[..3]), Mode::MC));
+        assert!(five.narrow(0, 0, 3).equal(&three));
+        assert!(!five.get(3).equal(&five.get(4)), "samples differ");
+    }
+
+    #[test]
+    fn without_a_seed_two_runs_differ() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, n) = net(0.5);
+        let x = Tensor::randn([3, 32, 32], (Kind::Float, Device::Cpu));
+        let opts = McOptions {
+            samples: 2,
+            chunk: 2,
+            seed: None,
+        };
+        let a = sample(&n, &x, &opts).unwrap();
+        let b = sample(&n, &x, &opts).unwrap();
+        assert!(!a.probs.equal(&b.probs));
     }
 
     #[test]

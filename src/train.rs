@@ -23,12 +23,13 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 use crate::atomic::write_atomic;
 use crate::cli::{RecalibrateArgs, TrainArgs};
 use crate::config::{ClassWeights, Config, Schedule, WeightMethod};
-use crate::data::{self, Loader, Pair, SplitMix64};
+use crate::data::{self, Loader, Pair};
 use crate::eval;
 use crate::model::checkpoint::{self, STATE_PREFIX};
 use crate::model::{Mode, SegNet};
 use crate::optim::Optim;
 use crate::progress;
+use crate::rng::{mix_seed, SplitMix64};
 
 /// Progress stored in a checkpoint's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -88,7 +89,7 @@ pub fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) 
 /// The epoch's visiting order: a seeded Fisher-Yates shuffle.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = SplitMix64::new(data::mix_seed(seed, epoch as u64));
+    let mut rng = SplitMix64::new(mix_seed(seed, epoch as u64));
     for i in (1..n).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         order.swap(i, j);
@@ -381,7 +382,7 @@ impl Trainer<'_> {
                 bs,
                 self.cfg.data.clone(),
                 self.cfg.model.clone(),
-                Some(data::mix_seed(t.seed, epoch as u64)),
+                Some(mix_seed(t.seed, epoch as u64)),
                 t.prefetch,
                 true,
             );
@@ -401,9 +402,7 @@ impl Trainer<'_> {
                     total_steps,
                     self.elapsed(base_elapsed) / 60.0,
                 );
-                tch::manual_seed(
-                    data::mix_seed(t.seed ^ 0x5eed, self.progress.global_step as u64) as i64,
-                );
+                tch::manual_seed(mix_seed(t.seed ^ 0x5eed, self.progress.global_step as u64) as i64);
                 let images_t = batch.images.to_device(self.device);
                 let labels = batch.labels.to_device(self.device);
                 let logits = self.net.forward(&images_t, Mode::TRAIN);
