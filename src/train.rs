@@ -22,7 +22,7 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::atomic::write_atomic;
 use crate::cli::{RecalibrateArgs, TrainArgs};
-use crate::config::{ClassWeights, Config, Schedule, WeightMethod};
+use crate::config::{Config, Schedule};
 use crate::data::{self, Loader, Pair};
 use crate::eval;
 use crate::model::checkpoint::{self, STATE_PREFIX};
@@ -95,16 +95,6 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
         order.swap(i, j);
     }
     order
-}
-
-fn class_weights(cfg: &Config, pairs: &[Pair]) -> Result<Vec<f32>> {
-    Ok(match &cfg.data.class_weights {
-        ClassWeights::Given(w) => w.clone(),
-        ClassWeights::Computed(WeightMethod::None) => vec![1.0; cfg.model.classes as usize],
-        ClassWeights::Computed(WeightMethod::Median) => {
-            data::median_frequency_weights(pairs, &cfg.data, &cfg.model)?
-        }
-    })
 }
 
 fn save_checkpoint(
@@ -202,7 +192,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         cfg.data.limit,
     )?);
     let val_pairs = data::discover(&cfg.data.root, &cfg.data.val_split, cfg.data.limit)?;
-    let weights = class_weights(&cfg, &train_pairs)?;
+    let weights = data::class_weights(&cfg.data, &cfg.model, &train_pairs)?;
 
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
