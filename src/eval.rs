@@ -33,7 +33,7 @@ pub struct Validation {
 }
 
 /// Scores `net` on `pairs` at the network's input size: weight averaging in batches of 4, and
-/// MC dropout with `samples` passes when `samples > 0`.
+/// MC dropout with `samples` passes (masks from `seed`) when `samples > 0`.
 pub fn validate(
     net: &SegNet,
     pairs: &[Pair],
@@ -41,6 +41,7 @@ pub fn validate(
     model: &ModelConfig,
     device: Device,
     samples: usize,
+    seed: u64,
 ) -> Result<Validation> {
     let k = model.classes as usize;
     let mut wa = Confusion::new(k);
@@ -70,7 +71,7 @@ pub fn validate(
             let opts = McOptions {
                 samples,
                 chunk: samples.min(8),
-                seed: None,
+                seed: Some(seed),
             };
             for i in 0..images.size()[0] {
                 let p = mc::sample(net, &images.get(i), &opts)?;
