@@ -37,6 +37,19 @@ pub enum Command {
     Recalibrate(RecalibrateArgs),
 }
 
+impl Command {
+    pub fn run(&self) -> Result<()> {
+        match self {
+            Command::Infer(args) => crate::infer::run(args),
+            Command::Train(args) => crate::train::run(args),
+            Command::Eval(args) => crate::eval::run(args),
+            Command::Bench(args) => crate::bench::run(args),
+            Command::InitModel(args) => crate::infer::init_model(args),
+            Command::Recalibrate(args) => crate::train::recalibrate(args),
+        }
+    }
+}
+
 /// Options shared by everything that predicts.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {

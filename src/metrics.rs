@@ -3,8 +3,7 @@
 //! [`Confusion`] gives the numbers SegNet reports (global accuracy, class average accuracy,
 //! mean IoU). [`UncertaintyStats`] asks whether the model knows when it is wrong: accuracy of
 //! the most certain pixels, calibration (ECE, Guo et al. 2017) and PAvPU (Mukhoti & Gal 2018).
-//! Both stream: their memory does not grow with the number of pixels, and partial results from
-//! several threads or images `merge`.
+//! Both stream: their memory does not grow with the number of pixels.
 
 /// A confusion matrix over `classes` real classes; void pixels are not counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,16 +36,6 @@ impl Confusion {
             }
             assert!(p < k, "prediction {p} is not a class (classes = {k})");
             self.counts[g * k + p] += 1;
-        }
-    }
-
-    pub fn merge(&mut self, other: &Confusion) {
-        assert_eq!(
-            self.classes, other.classes,
-            "merging different class counts"
-        );
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
         }
     }
 
@@ -169,11 +158,6 @@ impl UncertaintyStats {
         self.total.iter().sum()
     }
 
-    /// Accuracy over all pixels counted.
-    pub fn accuracy(&self) -> f64 {
-        ratio(self.correct.iter().sum(), self.count())
-    }
-
     fn bin_width(&self) -> f64 {
         self.max as f64 / UNCERTAINTY_BINS as f64
     }
@@ -223,18 +207,6 @@ impl UncertaintyStats {
             if gt[i] < void {
                 self.add_pixel(uncertainty[i], confidence[i], gt[i] == pred[i]);
             }
-        }
-    }
-
-    pub fn merge(&mut self, other: &Self) {
-        assert_eq!(self.max, other.max, "merging different uncertainty ranges");
-        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        add(&mut self.total, &other.total);
-        add(&mut self.correct, &other.correct);
-        add(&mut self.cal_count, &other.cal_count);
-        add(&mut self.cal_correct, &other.cal_correct);
-        for (a, b) in self.cal_conf.iter_mut().zip(&other.cal_conf) {
-            *a += b;
         }
     }
 
@@ -394,19 +366,6 @@ mod tests {
         assert_eq!(c.class_accuracy()[2], None);
     }
 
-    #[test]
-    fn confusion_merge_equals_single_pass() {
-        let (gt, pred) = three_class();
-        let mut whole = Confusion::new(3);
-        whole.add(&gt, &pred);
-        let mut a = Confusion::new(3);
-        let mut b = Confusion::new(3);
-        a.add(&gt[..5], &pred[..5]);
-        b.add(&gt[5..], &pred[5..]);
-        a.merge(&b);
-        assert_eq!(a, whole);
-    }
-
     /// Six pixels, uncertainty in [0, 1]: the three most certain are right, then wrong, right,
     /// wrong.
     fn six() -> UncertaintyStats {
@@ -472,25 +431,5 @@ mod tests {
         assert!(lowest <= 0.05 && lowest > 0.05 - w, "{lowest}");
         let highest = s.quantile(1.0);
         assert!(highest > 0.95 && highest <= 0.95 + w, "{highest}");
-    }
-
-    #[test]
-    fn uncertainty_merge_equals_single_pass() {
-        let u: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37) % 1.0).collect();
-        let conf: Vec<f32> = (0..100).map(|i| 1.0 - (i as f32 * 0.13) % 0.9).collect();
-        let gt: Vec<u8> = (0..100).map(|i| (i % 4) as u8).collect();
-        let pred: Vec<u8> = (0..100).map(|i| (i % 3) as u8).collect();
-        let mut whole = UncertaintyStats::new(1.0);
-        whole.add(&u, &conf, &gt, &pred, 3);
-        let mut a = UncertaintyStats::new(1.0);
-        let mut b = UncertaintyStats::new(1.0);
-        a.add(&u[..40], &conf[..40], &gt[..40], &pred[..40], 3);
-        b.add(&u[40..], &conf[40..], &gt[40..], &pred[40..], 3);
-        a.merge(&b);
-        assert_eq!(a.total, whole.total);
-        assert_eq!(a.correct, whole.correct);
-        assert!(close(a.ece(), whole.ece()));
-        assert!(close(a.pavpu(0.5), whole.pavpu(0.5)));
-        assert!(close(a.accuracy_at_kept(0.3), whole.accuracy_at_kept(0.3)));
     }
 }

@@ -8,7 +8,7 @@ mod split;
 mod transform;
 mod weights;
 
-pub use label::{load_label, load_pair, Label};
+pub use label::{load_label, load_pair};
 pub use loader::{Batch, Loader};
 pub use split::{discover, Pair};
 pub use transform::{prepare, Example};
