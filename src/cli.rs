@@ -55,17 +55,17 @@ impl Command {
 pub struct SamplingArgs {
     /// Model weights (.safetensors written by segnet-bayes). Default: the model shipped in assets/.
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// Monte Carlo dropout samples per image (T).
     #[arg(long, default_value_t = 40)]
-    pub samples: usize,
+    pub(crate) samples: usize,
     /// Samples run through the network together (default: 2 on a CPU, where bigger batches
     /// only cost memory; 40 on a GPU, where one big batch is fastest).
     #[arg(long)]
-    pub chunk: Option<usize>,
+    pub(crate) chunk: Option<usize>,
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -92,10 +92,10 @@ impl SamplingArgs {
 pub struct DeviceArgs {
     /// cpu, cuda, cuda:N or auto (a GPU when one is available).
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub(crate) device: String,
     /// CPU threads for libtorch (default: `SEGNET_THREADS`, else all cores).
     #[arg(long)]
-    pub threads: Option<i32>,
+    pub(crate) threads: Option<i32>,
 }
 
 impl DeviceArgs {
@@ -119,111 +119,111 @@ pub enum ScaleMode {
 pub struct InferArgs {
     /// Images (PNG or JPEG) or folders of images.
     #[arg(required = true)]
-    pub inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub(crate) sampling: SamplingArgs,
     /// Output folder.
     #[arg(long, short, default_value = "out")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Uncertainty heatmaps to write; the first is reported on stdout.
     #[arg(long, value_delimiter = ',', default_values_t = [Measure::Variance, Measure::Entropy, Measure::MutualInfo])]
-    pub uncertainty: Vec<Measure>,
+    pub(crate) uncertainty: Vec<Measure>,
     /// Heatmap colour scale.
     #[arg(long, value_enum, default_value_t = ScaleMode::Fixed)]
-    pub scale: ScaleMode,
+    pub(crate) scale: ScaleMode,
     /// Weight averaging: one pass with dropout off instead of MC sampling.
     #[arg(long)]
-    pub no_dropout: bool,
+    pub(crate) no_dropout: bool,
     /// Opacity of the class colours in the overlay.
     #[arg(long, default_value_t = 0.5)]
-    pub alpha: f32,
+    pub(crate) alpha: f32,
 }
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// YAML config (see configs/camvid.yaml).
     #[arg(long)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Run folder for checkpoints, logs and the resolved config (default: runs/<config name>).
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
     /// Dataset folder, overriding `data.root` (recorded in the run's config.yaml).
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Stop after this many minutes, overriding `train.max_minutes`; the learning-rate
     /// schedule then follows the time budget.
     #[arg(long)]
-    pub max_minutes: Option<f64>,
+    pub(crate) max_minutes: Option<f64>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct RecalibrateArgs {
     /// The trained model.
     #[arg(long)]
-    pub model: PathBuf,
+    pub(crate) model: PathBuf,
     /// The YAML config it was trained with (its data section names the training split).
     #[arg(long)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Dataset folder, overriding `data.root`.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Keep dropout on while estimating (the statistics MC sampling sees).
     #[arg(long)]
-    pub dropout: bool,
+    pub(crate) dropout: bool,
     /// Where to write the new model.
     #[arg(long, short)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Dataset folder (CamVid layout).
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Split to evaluate.
     #[arg(long, default_value = "val")]
-    pub split: String,
+    pub(crate) split: String,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub(crate) sampling: SamplingArgs,
     /// Output folder for the JSON report, Markdown table and plots.
     #[arg(long, short, default_value = "eval")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Evaluate at most this many images (0: all).
     #[arg(long, default_value_t = 0)]
-    pub limit: usize,
+    pub(crate) limit: usize,
 }
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Arch::Segnet)]
-    pub arch: Arch,
+    pub(crate) arch: Arch,
     /// Channel multiplier.
     #[arg(long, default_value_t = 1.0)]
-    pub net_width: f64,
+    pub(crate) net_width: f64,
     #[arg(long, default_value_t = 360)]
-    pub height: i64,
+    pub(crate) height: i64,
     #[arg(long, default_value_t = 480)]
-    pub width: i64,
+    pub(crate) width: i64,
     #[arg(long, default_value_t = 40)]
-    pub samples: usize,
+    pub(crate) samples: usize,
     /// Samples per batch for the prefix mode.
     #[arg(long, default_value_t = 4)]
-    pub chunk: usize,
+    pub(crate) chunk: usize,
     /// Modes to time: loop (T full passes), batch (one batch of T), prefix (the sampler).
     #[arg(long, value_delimiter = ',', default_value = "loop,batch,prefix")]
-    pub modes: Vec<BenchMode>,
+    pub(crate) modes: Vec<BenchMode>,
     /// Timed runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
-    pub runs: usize,
+    pub(crate) runs: usize,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -236,15 +236,15 @@ pub enum BenchMode {
 #[derive(Args, Debug)]
 pub struct InitModelArgs {
     #[arg(long, value_enum, default_value_t = Arch::Segnet)]
-    pub arch: Arch,
+    pub(crate) arch: Arch,
     /// Channel multiplier.
     #[arg(long, default_value_t = 0.25)]
-    pub width: f64,
+    pub(crate) width: f64,
     /// Network input size HxW (images are resized to it), e.g. 180x240; default: native size.
     #[arg(long)]
-    pub input_size: Option<String>,
+    pub(crate) input_size: Option<String>,
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     #[arg(long, short)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }

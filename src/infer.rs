@@ -27,7 +27,7 @@ pub const DEFAULT_MODEL: &str = "assets/segnet-camvid.safetensors";
 
 /// Where the default model is: beside the executable's project (source checkout), or in an
 /// `assets/` folder next to the executable.
-pub fn default_model_path() -> Option<PathBuf> {
+pub(crate) fn default_model_path() -> Option<PathBuf> {
     let mut candidates = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL)];
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
@@ -90,7 +90,7 @@ impl Predictor {
     ///
     /// # Shapes
     /// returns `[3, h, w]`
-    pub fn input(&self, img: &RgbImage) -> Tensor {
+    pub(crate) fn input(&self, img: &RgbImage) -> Tensor {
         let cfg = self.config();
         let resized;
         let img = match cfg.input_size {
@@ -127,7 +127,7 @@ fn to_cpu(p: Prediction) -> Prediction {
 }
 
 /// The images named on the command line: files as given, folders expanded (sorted).
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = vec![];
     for p in inputs {
         if p.is_dir() {
@@ -202,7 +202,7 @@ pub fn output_stems(files: &[PathBuf]) -> Vec<String> {
 
 /// Renders a prediction into `out`, returning the files written.
 #[allow(clippy::too_many_arguments)]
-pub fn write_outputs(
+pub(crate) fn write_outputs(
     out: &Path,
     stem: &str,
     img: &RgbImage,
@@ -255,7 +255,7 @@ fn class_share(pred: &Prediction, cfg: &ModelConfig) -> BTreeMap<String, f64> {
         .collect()
 }
 
-pub fn run(args: &InferArgs) -> Result<()> {
+pub(crate) fn run(args: &InferArgs) -> Result<()> {
     ensure!(
         (0.0..=1.0).contains(&args.alpha),
         "--alpha must be in [0, 1], got {}",
@@ -353,7 +353,7 @@ fn parse_size(s: &str) -> Result<[i64; 2]> {
 }
 
 /// `segnet-bayes init-model`: a randomly initialised network, saved like a trained one.
-pub fn init_model(args: &InitModelArgs) -> Result<()> {
+pub(crate) fn init_model(args: &InitModelArgs) -> Result<()> {
     let cfg = ModelConfig {
         arch: args.arch,
         width: args.width,

@@ -31,7 +31,7 @@ pub struct McOptions {
 }
 
 impl McOptions {
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         ensure!(
             self.samples >= 1,
             "--samples must be at least 1 (use 1 with --no-dropout for weight averaging)"
@@ -90,20 +90,20 @@ impl std::fmt::Display for Measure {
 #[derive(Debug)]
 pub struct Prediction {
     /// `[K, H, W]` mean class probabilities.
-    pub probs: Tensor,
+    pub(crate) probs: Tensor,
     /// `[H, W]` softmax variance across samples, averaged over classes.
-    pub variance: Tensor,
+    pub(crate) variance: Tensor,
     /// `[H, W]` predictive entropy of the mean probabilities (nats).
-    pub entropy: Tensor,
+    pub(crate) entropy: Tensor,
     /// `[H, W]` mutual information between prediction and weights (nats).
-    pub mutual_info: Tensor,
+    pub(crate) mutual_info: Tensor,
     /// Number of passes behind these statistics.
     pub samples: usize,
 }
 
 impl Prediction {
     /// `[H, W]` int64 argmax class.
-    pub fn class_map(&self) -> Tensor {
+    pub(crate) fn class_map(&self) -> Tensor {
         self.probs.argmax(0, false)
     }
 
@@ -114,7 +114,7 @@ impl Prediction {
     }
 
     /// `[H, W]` highest mean probability, row-major.
-    pub fn confidence_values(&self) -> Vec<f32> {
+    pub(crate) fn confidence_values(&self) -> Vec<f32> {
         row_major(&self.probs.max_dim(0, false).0)
     }
 
@@ -134,7 +134,7 @@ impl Prediction {
     /// The same prediction at another size: probabilities and uncertainty maps are resized
     /// bilinearly (smooth boundaries, not nearest-neighbour blocks), then the probabilities are
     /// renormalised.
-    pub fn resize(&self, h: i64, w: i64) -> Prediction {
+    pub(crate) fn resize(&self, h: i64, w: i64) -> Prediction {
         let size = self.probs.size();
         if size[1] == h && size[2] == w {
             return self.shallow_clone();
@@ -174,7 +174,7 @@ fn row_major(t: &Tensor) -> Vec<f32> {
 
 /// Streaming mean and variance of softmax samples, and the mean per-sample entropy.
 #[derive(Debug, Default)]
-pub struct Accumulator {
+pub(crate) struct Accumulator {
     n: i64,
     /// `[K, H, W]`
     mean: Option<Tensor>,
@@ -192,7 +192,7 @@ fn entropy(p: &Tensor, dim: i64) -> Tensor {
 }
 
 impl Accumulator {
-    pub fn new() -> Accumulator {
+    pub(crate) fn new() -> Accumulator {
         Accumulator::default()
     }
 
@@ -201,7 +201,7 @@ impl Accumulator {
     ///
     /// # Shapes
     /// `probs: [B, K, H, W]`, softmax over K.
-    pub fn add(&mut self, probs: &Tensor) {
+    pub(crate) fn add(&mut self, probs: &Tensor) {
         let probs = probs.to_kind(Kind::Float);
         for i in 0..probs.size()[0] {
             self.add_one(probs.get(i));
@@ -230,7 +230,7 @@ impl Accumulator {
     }
 
     /// The statistics of everything added. Panics when nothing was added.
-    pub fn finish(self) -> Prediction {
+    pub(crate) fn finish(self) -> Prediction {
         let n = self.n as f64;
         let mean = self.mean.expect("at least one sample");
         let variance = (self.m2.expect("m2") / n).mean_dim(0, false, Kind::Float);
@@ -251,7 +251,7 @@ impl Accumulator {
 ///
 /// # Shapes
 /// `image: [3, H, W]` normalised, on the network's device; the prediction has the same H, W.
-pub fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
+pub(crate) fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
     opts.validate()?;
     if !net.is_stochastic() {
         // Nothing random to sample: T identical passes are one pass.
@@ -282,7 +282,7 @@ fn fresh_seed() -> u64 {
 }
 
 /// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
-pub fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
+pub(crate) fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
     tch::no_grad(|| {
         let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
         let mut acc = Accumulator::new();

@@ -20,13 +20,13 @@ use crate::config::ModelConfig;
 /// Metadata key holding the model config as JSON.
 const CONFIG_KEY: &str = "segnet_bayes.model";
 /// Prefix of tensors that are not model weights.
-pub const STATE_PREFIX: &str = "state.";
+pub(crate) const STATE_PREFIX: &str = "state.";
 
 /// A checkpoint read from disk.
 pub struct Checkpoint {
     pub config: ModelConfig,
     /// Other metadata (training progress, ...).
-    pub meta: BTreeMap<String, String>,
+    pub(crate) meta: BTreeMap<String, String>,
     /// Every tensor in the file, on the CPU.
     pub tensors: HashMap<String, Tensor>,
 }
@@ -129,7 +129,7 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
 }
 
 /// The fields in which two model configs differ, as `key: a vs b`.
-pub fn config_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
+pub(crate) fn config_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
     let mut out = vec![];
     let mut diff = |k: &str, x: String, y: String| {
         if x != y {
@@ -148,7 +148,7 @@ pub fn config_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
 }
 
 /// Copies the checkpoint's weights into `vs`, requiring exactly the same names and shapes.
-pub fn load_into(vs: &mut nn::VarStore, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+pub(crate) fn load_into(vs: &mut nn::VarStore, ckpt: &Checkpoint, path: &Path) -> Result<()> {
     let vars = vs.variables();
     let mut problems = vec![];
     for (name, var) in &vars {

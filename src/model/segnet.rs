@@ -19,25 +19,25 @@ use crate::rng::mix_seed;
 
 /// The two independent switches of a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mode {
+pub(crate) struct Mode {
     /// Element-wise dropout at the configured positions (on for training and MC sampling).
-    pub dropout: bool,
+    pub(crate) dropout: bool,
     /// Batch norm from batch statistics, updating the running ones (training only).
-    pub bn_train: bool,
+    pub(crate) bn_train: bool,
 }
 
 impl Mode {
-    pub const TRAIN: Mode = Mode {
+    pub(crate) const TRAIN: Mode = Mode {
         dropout: true,
         bn_train: true,
     };
     /// Monte Carlo dropout: dropout on, batch norm on its running statistics.
-    pub const MC: Mode = Mode {
+    pub(crate) const MC: Mode = Mode {
         dropout: true,
         bn_train: false,
     };
     /// Weight averaging: one deterministic pass.
-    pub const DETERMINISTIC: Mode = Mode {
+    pub(crate) const DETERMINISTIC: Mode = Mode {
         dropout: false,
         bn_train: false,
     };
@@ -45,13 +45,13 @@ impl Mode {
 
 /// What the deterministic prefix hands to the stochastic suffix.
 #[derive(Debug)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     /// `[N, C, h, w]` output of the last step of the prefix (before its dropout).
-    pub features: Tensor,
+    pub(crate) features: Tensor,
     /// Switches of the encoders run so far, `switches[i]` from `enc{i+1}`.
-    pub switches: Vec<Switches>,
+    pub(crate) switches: Vec<Switches>,
     /// First step the suffix runs.
-    pub next_step: usize,
+    pub(crate) next_step: usize,
     /// One seed per sample of the batch when each sample's dropout masks must depend on its
     /// own seed alone (MC sampling: then how samples are batched does not change them);
     /// `None`: one draw for the whole batch from libtorch's generator (training).
@@ -61,7 +61,7 @@ pub struct Prefix {
 impl Prefix {
     /// The same prefix (of one image, batch 1) for the samples with these seeds: sample `i`'s
     /// dropout masks are drawn from `seeds[i]` and the dropout step only.
-    pub fn for_samples(&self, seeds: &[u64]) -> Prefix {
+    pub(crate) fn for_samples(&self, seeds: &[u64]) -> Prefix {
         let n = seeds.len() as i64;
         let mut shape = self.features.size();
         shape[0] = n;
@@ -191,7 +191,7 @@ impl SegNet {
         }
     }
 
-    pub fn config(&self) -> &ModelConfig {
+    pub(crate) fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -209,7 +209,7 @@ impl SegNet {
     }
 
     /// Whether two passes with dropout on can differ at all.
-    pub fn is_stochastic(&self) -> bool {
+    pub(crate) fn is_stochastic(&self) -> bool {
         self.config.dropout > 0.0 && self.dropout_after.iter().any(|d| *d)
     }
 
@@ -229,7 +229,7 @@ impl SegNet {
     ///
     /// # Shapes
     /// `xs: [N, 3, H, W]` normalised images, H and W at least 32.
-    pub fn prefix(&self, xs: &Tensor, bn_train: bool) -> Prefix {
+    pub(crate) fn prefix(&self, xs: &Tensor, bn_train: bool) -> Prefix {
         let mut switches = vec![];
         let split = self.split();
         let mut features = super::blocks::channels_last(xs);
@@ -248,7 +248,7 @@ impl SegNet {
     ///
     /// # Shapes
     /// returns logits `[N, classes, H, W]`, N the batch of `prefix.features`.
-    pub fn suffix(&self, prefix: &Prefix, mode: Mode) -> Tensor {
+    pub(crate) fn suffix(&self, prefix: &Prefix, mode: Mode) -> Tensor {
         let dropout_on = mode.dropout && self.config.dropout > 0.0;
         let seeds = prefix.sample_seeds.as_deref();
         let mut switches: Vec<Switches> = prefix
@@ -300,18 +300,18 @@ impl SegNet {
     ///
     /// # Shapes
     /// `[N, 3, H, W]` -> logits `[N, classes, H, W]`
-    pub fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         self.suffix(&self.prefix(xs, mode.bn_train), mode)
     }
 
     /// Folds batch norm into the convs for faster inference (see `ConvBn::fold`).
-    pub fn fold_batchnorm(&mut self) {
+    pub(crate) fn fold_batchnorm(&mut self) {
         self.encoders.iter_mut().for_each(Encoder::fold);
         self.decoders.iter_mut().for_each(Decoder::fold);
     }
 
     /// Multiply-adds x2 of one full pass at `[h, w]` (convolutions only), for GFLOP/s figures.
-    pub fn flops(&self, vs: &nn::VarStore, h: i64, w: i64) -> (f64, f64) {
+    pub(crate) fn flops(&self, vs: &nn::VarStore, h: i64, w: i64) -> (f64, f64) {
         let split = self.split();
         let n = self.encoders.len();
         let mut total = 0.0;
