@@ -30,7 +30,7 @@ impl Arch {
     }
 
     /// Bayesian SegNet's dropout placement: the central encoders and decoders.
-    pub(crate) fn central_dropout(self) -> Vec<String> {
+    fn central_dropout(self) -> Vec<String> {
         let names: &[&str] = match self {
             Arch::Segnet => &["enc3", "enc4", "enc5", "dec5", "dec4", "dec3"],
             Arch::Basic => &["enc3", "enc4", "dec4", "dec3"],

@@ -27,14 +27,14 @@ use crate::plot;
 use crate::progress;
 
 /// Confusion matrices of a validation pass.
-pub struct Validation {
+pub(crate) struct Validation {
     pub wa: Confusion,
     pub mc: Option<Confusion>,
 }
 
 /// Scores `net` on `pairs` at the network's input size: weight averaging in batches of 4, and
 /// MC dropout with `samples` passes (masks from `seed`) when `samples > 0`.
-pub fn validate(
+pub(crate) fn validate(
     net: &SegNet,
     pairs: &[Pair],
     data_cfg: &DataConfig,
@@ -179,7 +179,7 @@ impl Tally {
     }
 }
 
-pub fn run(args: &EvalArgs) -> Result<()> {
+pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.device.init()?;
     let predictor = Predictor::load(&args.sampling.options(device, true))?;
     let model = predictor.config().clone();
@@ -243,7 +243,7 @@ fn pct(v: f64) -> String {
 }
 
 /// The report as a Markdown document.
-pub fn markdown(r: &Report) -> String {
+fn markdown(r: &Report) -> String {
     let mut s = format!(
         "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with T = {}; {:.0} s.\n\n",
         r.model, r.data, r.split, r.images, r.samples, r.seconds

@@ -27,7 +27,7 @@ pub const DEFAULT_MODEL: &str = "assets/segnet-camvid.safetensors";
 
 /// Where the default model is: beside the executable's project (source checkout), or in an
 /// `assets/` folder next to the executable.
-pub(crate) fn default_model_path() -> Option<PathBuf> {
+fn default_model_path() -> Option<PathBuf> {
     let mut candidates = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL)];
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
@@ -127,7 +127,7 @@ fn to_cpu(p: Prediction) -> Prediction {
 }
 
 /// The images named on the command line: files as given, folders expanded (sorted).
-pub(crate) fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = vec![];
     for p in inputs {
         if p.is_dir() {
@@ -202,7 +202,7 @@ pub fn output_stems(files: &[PathBuf]) -> Vec<String> {
 
 /// Renders a prediction into `out`, returning the files written.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn write_outputs(
+fn write_outputs(
     out: &Path,
     stem: &str,
     img: &RgbImage,

@@ -9,7 +9,7 @@ use tch::{nn, Tensor};
 
 use crate::config::{Optimizer, TrainConfig};
 
-pub struct Optim {
+pub(crate) struct Optim {
     kind: Optimizer,
     momentum: f64,
     weight_decay: f64,
@@ -28,7 +28,7 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
 impl Optim {
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> Optim {
+    pub(crate) fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> Optim {
         let mut params: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -58,7 +58,7 @@ impl Optim {
         }
     }
 
-    pub fn zero_grad(&mut self) {
+    pub(crate) fn zero_grad(&mut self) {
         for (_, p) in &self.params {
             let mut g = p.grad();
             if g.defined() {
@@ -68,7 +68,7 @@ impl Optim {
     }
 
     /// One update with learning rate `lr` from the gradients in the variables.
-    pub fn step(&mut self, lr: f64) {
+    pub(crate) fn step(&mut self, lr: f64) {
         self.steps += 1;
         let t = self.steps as f64;
         tch::no_grad(|| {
@@ -106,7 +106,7 @@ impl Optim {
     }
 
     /// The state to checkpoint, named `optim.m.<var>` / `optim.v.<var>`.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![];
         for (i, (name, _)) in self.params.iter().enumerate() {
             out.push((format!("optim.m.{name}"), self.m[i].shallow_clone()));
@@ -118,7 +118,7 @@ impl Optim {
     }
 
     /// Restores buffers saved by [`Optim::state`] (keys without the checkpoint's `state.` prefix).
-    pub fn load_state(&mut self, saved: &HashMap<String, Tensor>, steps: i64) -> Result<()> {
+    pub(crate) fn load_state(&mut self, saved: &HashMap<String, Tensor>, steps: i64) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for (i, (name, _)) in self.params.iter().enumerate() {
                 let key = format!("optim.m.{name}");

@@ -3,14 +3,14 @@
 
 /// SplitMix64 (Steele et al. 2014): small, and cheap to seed once per example.
 #[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -19,18 +19,18 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 }
 
 /// Combines two values into a seed (e.g. `mix_seed(mix_seed(seed, epoch), index)`).
-pub fn mix_seed(a: u64, b: u64) -> u64 {
+pub(crate) fn mix_seed(a: u64, b: u64) -> u64 {
     SplitMix64::new(a ^ SplitMix64::new(b).next_u64()).next_u64()
 }
 

@@ -34,7 +34,7 @@ use crate::rng::{mix_seed, SplitMix64};
 
 /// Progress stored in a checkpoint's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Completed epochs.
     pub epoch: usize,
     /// Batches done in the current epoch.
@@ -54,7 +54,7 @@ const PROGRESS_KEY: &str = "segnet_bayes.progress";
 
 /// One line of `log.jsonl`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct EpochLog {
+struct EpochLog {
     pub epoch: usize,
     pub step: usize,
     pub lr: f64,
@@ -72,7 +72,7 @@ pub struct EpochLog {
 /// Learning rate at `step` of `total` (linear warm-up, then the schedule). With a time budget
 /// (`train.max_minutes`), `elapsed_min` minutes count too: the schedule follows whichever of
 /// steps and time is further along, so a time-limited run still decays to the end.
-pub fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
+fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
     let t = &cfg.train;
     let warm = if t.warmup_steps > 0 && step < t.warmup_steps {
         (step + 1) as f64 / t.warmup_steps as f64
@@ -92,7 +92,7 @@ pub fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) 
 }
 
 /// The epoch's visiting order: a seeded Fisher-Yates shuffle.
-pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = SplitMix64::new(mix_seed(seed, epoch as u64));
     for i in (1..n).rev() {
@@ -178,7 +178,7 @@ fn open_run(args: &TrainArgs, cfg: &Config) -> Result<(PathBuf, Option<checkpoin
     Ok((out, None))
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
+pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     let cfg = resolved_config(args)?;
     let device = args.device.init()?;
     let (out, resumed) = open_run(args, &cfg)?;
@@ -599,7 +599,7 @@ impl Trainer<'_> {
 /// tch's batch norm updates its running statistics as an exponential average with momentum
 /// 0.1; from the value before and after each batch we recover the batch's own statistics and
 /// keep their cumulative mean instead.
-pub fn recalibrate_batchnorm(
+fn recalibrate_batchnorm(
     cfg: &Config,
     vs: &nn::VarStore,
     net: &SegNet,
@@ -658,7 +658,7 @@ pub fn recalibrate_batchnorm(
 
 /// `segnet-bayes recalibrate`: re-estimates a trained model's batch-norm statistics over the
 /// training split of a config, and writes the result as a new model.
-pub fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
+pub(crate) fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
     let mut cfg = Config::load(&args.config)?;
     if let Some(root) = &args.data {
         cfg.data.root = root.clone();

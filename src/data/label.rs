@@ -13,7 +13,7 @@ use crate::config::{DataConfig, LabelFormat, ModelConfig};
 use crate::image_io;
 
 /// A decoded label: width, height and one class index per pixel, row-major.
-pub type Label = (u32, u32, Vec<u8>);
+pub(super) type Label = (u32, u32, Vec<u8>);
 
 /// Reads a label PNG into class indices and checks every pixel.
 ///
@@ -21,7 +21,7 @@ pub type Label = (u32, u32, Vec<u8>);
 /// `<= classes` (`classes` is void). `Colour`: RGB(A) mapped through `palette` (`classes + 1`
 /// colours, the last is void). An out-of-range value or unknown colour is an error naming the
 /// file, the value and the pixel `(x, y)`.
-pub fn load_label(
+pub(crate) fn load_label(
     path: &Path,
     format: LabelFormat,
     classes: i64,
@@ -102,7 +102,11 @@ fn decode(path: &Path) -> Result<DynamicImage> {
 }
 
 /// Loads an image and its label and checks that their sizes agree.
-pub fn load_pair(pair: &Pair, cfg: &DataConfig, model: &ModelConfig) -> Result<(RgbImage, Label)> {
+pub(crate) fn load_pair(
+    pair: &Pair,
+    cfg: &DataConfig,
+    model: &ModelConfig,
+) -> Result<(RgbImage, Label)> {
     let image = image_io::load_rgb(&pair.image)?;
     let label = load_label(&pair.label, cfg.label_format, model.classes, &model.palette)?;
     ensure!(

@@ -19,7 +19,7 @@ use crate::rng::mix_seed;
 /// # Shapes
 /// `images`: `[B, 3, H, W]` f32; `labels`: `[B, H, W]` i64; `indices`: the `B` pair indices.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
     pub indices: Vec<usize>,
@@ -30,7 +30,7 @@ pub struct Batch {
 ///
 /// An error (a bad label, a missing file) is delivered as `Err` in its batch's place and ends
 /// the stream. Dropping the loader stops the thread.
-pub struct Loader {
+pub(crate) struct Loader {
     rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -45,7 +45,7 @@ impl Loader {
     /// epoch (e.g. `mix_seed(seed, epoch)`). About `prefetch` images are prepared ahead.
     /// `drop_last` drops a final batch smaller than `batch_size`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         pairs: Arc<Vec<Pair>>,
         order: Vec<usize>,
         batch_size: usize,
@@ -95,7 +95,7 @@ impl Loader {
 
     /// The next batch; `None` at the end of the epoch or after an error was returned.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<Result<Batch>> {
+    pub(crate) fn next(&mut self) -> Option<Result<Batch>> {
         if self.done {
             return None;
         }
@@ -128,7 +128,7 @@ impl Loader {
     }
 
     /// Seconds the consumer has spent waiting in `next()`.
-    pub fn wait_seconds(&self) -> f64 {
+    pub(crate) fn wait_seconds(&self) -> f64 {
         self.waited.as_secs_f64()
     }
 }

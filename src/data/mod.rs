@@ -8,11 +8,11 @@ mod split;
 mod transform;
 mod weights;
 
-pub use label::{load_label, load_pair};
-pub use loader::{Batch, Loader};
-pub use split::{discover, Pair};
-pub use transform::{prepare, Example};
-pub use weights::class_weights;
+pub(crate) use label::{load_label, load_pair};
+pub(crate) use loader::{Batch, Loader};
+pub(crate) use split::{discover, Pair};
+pub(crate) use transform::{prepare, Example};
+pub(crate) use weights::class_weights;
 
 /// Small datasets written on the fly for the unit tests.
 #[cfg(test)]

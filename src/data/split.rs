@@ -13,7 +13,7 @@ use crate::image_io;
 
 /// One image and its label file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pair {
+pub(crate) struct Pair {
     pub image: PathBuf,
     pub label: PathBuf,
 }
@@ -26,7 +26,7 @@ pub struct Pair {
 /// path relative to `root`, then its last two components (`train/x.png`) under `root`, so the
 /// original `/SegNet/CamVid/...` lists work wherever the dataset lives. Folders win when both
 /// exist. `limit > 0` keeps the first `limit` pairs.
-pub fn discover(root: &Path, split: &str, limit: usize) -> Result<Vec<Pair>> {
+pub(crate) fn discover(root: &Path, split: &str, limit: usize) -> Result<Vec<Pair>> {
     let image_dir = root.join(split);
     let label_dir = root.join(format!("{split}annot"));
     let list = root.join(format!("{split}.txt"));

@@ -14,7 +14,7 @@ use crate::rng::SplitMix64;
 /// # Shapes
 /// `image`: `[3, H, W]` f32, normalised with `model.mean`/`model.std`; `label`: `[H, W]` i64.
 #[derive(Debug)]
-pub struct Example {
+pub(crate) struct Example {
     pub image: Tensor,
     pub label: Tensor,
 }
@@ -67,7 +67,7 @@ fn resize_nearest(label: &[u8], w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
 /// cropped (padded with void label and a zero, i.e. mean-coloured, image where the scaled pair is
 /// smaller); then, if `data.augment.hflip`, both are flipped horizontally with probability 0.5.
 /// The same seed gives the same example.
-pub fn prepare(
+pub(crate) fn prepare(
     pair: &Pair,
     cfg: &DataConfig,
     model: &ModelConfig,

@@ -7,7 +7,11 @@ use super::{load_label, Pair};
 use crate::config::{ClassWeights, DataConfig, ModelConfig, WeightMethod};
 
 /// The loss weights `data.class_weights` asks for, one per class.
-pub fn class_weights(cfg: &DataConfig, model: &ModelConfig, pairs: &[Pair]) -> Result<Vec<f32>> {
+pub(crate) fn class_weights(
+    cfg: &DataConfig,
+    model: &ModelConfig,
+    pairs: &[Pair],
+) -> Result<Vec<f32>> {
     Ok(match &cfg.class_weights {
         ClassWeights::Given(w) => w.clone(),
         ClassWeights::Computed(WeightMethod::None) => vec![1.0; model.classes as usize],

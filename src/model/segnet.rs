@@ -47,11 +47,11 @@ impl Mode {
 #[derive(Debug)]
 pub(crate) struct Prefix {
     /// `[N, C, h, w]` output of the last step of the prefix (before its dropout).
-    pub(crate) features: Tensor,
+    features: Tensor,
     /// Switches of the encoders run so far, `switches[i]` from `enc{i+1}`.
     pub(crate) switches: Vec<Switches>,
     /// First step the suffix runs.
-    pub(crate) next_step: usize,
+    next_step: usize,
     /// One seed per sample of the batch when each sample's dropout masks must depend on its
     /// own seed alone (MC sampling: then how samples are batched does not change them);
     /// `None`: one draw for the whole batch from libtorch's generator (training).
