@@ -108,7 +108,7 @@ impl DeviceArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScaleMode {
+pub(crate) enum ScaleMode {
     /// A fixed range per measure (see README): the same colour means the same value in every image.
     Fixed,
     /// Stretch each image's own range.
@@ -227,7 +227,7 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BenchMode {
+pub(crate) enum BenchMode {
     Loop,
     Batch,
     Prefix,

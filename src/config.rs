@@ -66,7 +66,7 @@ pub struct ModelConfig {
     pub palette: Vec<[u8; 3]>,
 }
 
-pub const CAMVID_CLASSES: [&str; 11] = [
+pub(crate) const CAMVID_CLASSES: [&str; 11] = [
     "Sky",
     "Building",
     "Pole",
@@ -81,7 +81,7 @@ pub const CAMVID_CLASSES: [&str; 11] = [
 ];
 
 /// The original `Scripts/camvid11.png` look-up table; index 11 (void) is black.
-pub const CAMVID_PALETTE: [[u8; 3]; 12] = [
+pub(crate) const CAMVID_PALETTE: [[u8; 3]; 12] = [
     [128, 128, 128],
     [128, 0, 0],
     [192, 192, 128],

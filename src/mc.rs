@@ -59,7 +59,7 @@ impl Measure {
     /// The largest value the measure can take with K classes: variance `(1 - 1/K)/K` (the
     /// class-averaged variance of samples on the simplex, reached when each sample is a one-hot
     /// on a uniformly drawn class), entropy and mutual information `ln K`.
-    pub fn bound(self, classes: usize) -> f32 {
+    pub(crate) fn bound(self, classes: usize) -> f32 {
         let k = classes.max(2) as f32;
         match self {
             Measure::Variance => (1.0 - 1.0 / k) / k,
@@ -98,7 +98,7 @@ pub struct Prediction {
     /// `[H, W]` mutual information between prediction and weights (nats).
     pub(crate) mutual_info: Tensor,
     /// Number of passes behind these statistics.
-    pub samples: usize,
+    pub(crate) samples: usize,
 }
 
 impl Prediction {
