@@ -295,9 +295,18 @@ pub(crate) fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
 mod tests {
     use super::*;
     use crate::config::{Arch, ModelConfig};
+    use std::sync::MutexGuard;
+
     use tch::{nn, Device};
 
-    fn net(dropout: f64) -> (nn::VarStore, SegNet) {
+    /// A tiny SegNet and a random `[3, h, w]` image, drawn under the RNG lock, which the test
+    /// keeps for as long as it holds the guard.
+    fn setup(
+        dropout: f64,
+        h: i64,
+        w: i64,
+    ) -> (MutexGuard<'static, ()>, nn::VarStore, SegNet, Tensor) {
+        let rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = ModelConfig {
             arch: Arch::Segnet,
@@ -306,7 +315,16 @@ mod tests {
             ..Default::default()
         };
         let n = SegNet::new(&vs.root(), &cfg);
-        (vs, n)
+        let x = Tensor::randn([3, h, w], (Kind::Float, Device::Cpu));
+        (rng, vs, n, x)
+    }
+
+    fn opts(samples: usize, chunk: usize, seed: Option<u64>) -> McOptions {
+        McOptions {
+            samples,
+            chunk,
+            seed,
+        }
     }
 
     #[test]
@@ -336,17 +354,8 @@ mod tests {
 
     #[test]
     fn chunking_does_not_change_the_result() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 45, 61], (Kind::Float, Device::Cpu));
-        let run = |chunk, seed| {
-            let opts = McOptions {
-                samples: 6,
-                chunk,
-                seed: Some(seed),
-            };
-            sample(&n, &x, &opts).unwrap()
-        };
+        let (_rng, _vs, n, x) = setup(0.5, 45, 61);
+        let run = |chunk, seed| sample(&n, &x, &opts(6, chunk, Some(seed))).unwrap();
         let whole = run(6, 11);
         assert!(whole.variance.max().double_value(&[]) > 0.0);
         for chunk in [4, 2, 1] {
@@ -364,9 +373,7 @@ mod tests {
 
     #[test]
     fn the_first_samples_of_a_longer_run_are_the_same_samples() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 32, 40], (Kind::Float, Device::Cpu));
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
         let seeds: Vec<u64> = (0..5).map(|i| mix_seed(3, i)).collect();
         let prefix = tch::no_grad(|| n.prefix(&x.unsqueeze(0), false));
         let five = tch::no_grad(|| n.suffix(&prefix.for_samples(&seeds), Mode::MC));
@@ -377,30 +384,16 @@ mod tests {
 
     #[test]
     fn without_a_seed_two_runs_differ() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 32, 32], (Kind::Float, Device::Cpu));
-        let opts = McOptions {
-            samples: 2,
-            chunk: 2,
-            seed: None,
-        };
-        let a = sample(&n, &x, &opts).unwrap();
-        let b = sample(&n, &x, &opts).unwrap();
+        let (_rng, _vs, n, x) = setup(0.5, 32, 32);
+        let a = sample(&n, &x, &opts(2, 2, None)).unwrap();
+        let b = sample(&n, &x, &opts(2, 2, None)).unwrap();
         assert!(!a.probs.equal(&b.probs));
     }
 
     #[test]
     fn p_zero_has_zero_variance_and_equals_weight_averaging() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.0);
-        let x = Tensor::randn([3, 40, 48], (Kind::Float, Device::Cpu));
-        let opts = McOptions {
-            samples: 5,
-            chunk: 2,
-            seed: None,
-        };
-        let mc = sample(&n, &x, &opts).unwrap();
+        let (_rng, _vs, n, x) = setup(0.0, 40, 48);
+        let mc = sample(&n, &x, &opts(5, 2, None)).unwrap();
         let wa = weight_average(&n, &x);
         assert_eq!(mc.variance.abs().max().double_value(&[]), 0.0);
         assert_eq!(mc.mutual_info.abs().max().double_value(&[]), 0.0);
@@ -409,9 +402,7 @@ mod tests {
 
     #[test]
     fn resize_keeps_probabilities_normalised() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 32, 40], (Kind::Float, Device::Cpu));
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
         let p = weight_average(&n, &x).resize(64, 81);
         assert_eq!(p.probs.size(), vec![11, 64, 81]);
         assert_eq!(p.variance.size(), vec![64, 81]);
@@ -421,15 +412,8 @@ mod tests {
 
     #[test]
     fn zero_samples_is_an_error() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 32, 32], (Kind::Float, Device::Cpu));
-        let opts = McOptions {
-            samples: 0,
-            chunk: 1,
-            seed: None,
-        };
-        assert!(sample(&n, &x, &opts)
+        let (_rng, _vs, n, x) = setup(0.5, 32, 32);
+        assert!(sample(&n, &x, &opts(0, 1, None))
             .unwrap_err()
             .to_string()
             .contains("--samples"));

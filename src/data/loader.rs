@@ -209,32 +209,35 @@ fn stack(examples: Vec<Example>, indices: &[usize], pairs: &[Pair]) -> Result<Ba
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::data::fixtures::{camvid_root, data, model, write_pair};
     use image::{GrayImage, Luma};
 
+    /// `n` pairs `0.png`, `1.png`, ... of 32x32 in `dir/train`.
+    fn square_pairs(dir: &Path, n: usize) -> Vec<Pair> {
+        (0..n)
+            .map(|i| write_pair(dir, "train", &format!("{i}"), 32, 32))
+            .collect()
+    }
+
+    /// Batches of 2 over `pairs` in `order`, two classes, augmented.
+    fn loader(dir: &Path, pairs: Vec<Pair>, order: Vec<usize>, drop_last: bool) -> Loader {
+        let (cfg, m) = (data(dir), model(2, None));
+        Loader::new(Arc::new(pairs), order, 2, cfg, m, Some(7), 2, drop_last)
+    }
+
     #[test]
     fn loader_yields_batches_in_order_and_drops_the_last_when_asked() {
         let dir = tempfile::tempdir().unwrap();
-        let pairs: Vec<Pair> = (0..5)
-            .map(|i| write_pair(dir.path(), "train", &format!("{i}"), 32, 32))
-            .collect();
-        let pairs = Arc::new(pairs);
-        let order = vec![4, 2, 0, 1, 3];
+        let pairs = square_pairs(dir.path(), 5);
         for (drop_last, want) in [
             (false, vec![vec![4, 2], vec![0, 1], vec![3]]),
             (true, vec![vec![4, 2], vec![0, 1]]),
         ] {
-            let mut loader = Loader::new(
-                pairs.clone(),
-                order.clone(),
-                2,
-                data(dir.path()),
-                model(2, None),
-                Some(7),
-                2,
-                drop_last,
-            );
+            let order = vec![4, 2, 0, 1, 3];
+            let mut loader = loader(dir.path(), pairs.clone(), order, drop_last);
             let mut got = Vec::new();
             while let Some(b) = loader.next() {
                 let b = b.unwrap();
@@ -249,22 +252,11 @@ mod tests {
     #[test]
     fn loader_reports_a_bad_label_and_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let pairs: Vec<Pair> = (0..4)
-            .map(|i| write_pair(dir.path(), "train", &format!("{i}"), 32, 32))
-            .collect();
+        let pairs = square_pairs(dir.path(), 4);
         GrayImage::from_pixel(32, 32, Luma([9]))
             .save(&pairs[2].label)
             .unwrap();
-        let mut loader = Loader::new(
-            Arc::new(pairs),
-            vec![0, 1, 2, 3],
-            2,
-            data(dir.path()),
-            model(2, None),
-            None,
-            4,
-            false,
-        );
+        let mut loader = loader(dir.path(), pairs, vec![0, 1, 2, 3], false);
         assert!(loader.next().unwrap().is_ok());
         let err = loader.next().unwrap().unwrap_err().to_string();
         assert!(
@@ -281,16 +273,7 @@ mod tests {
             write_pair(dir.path(), "train", "a", 32, 32),
             write_pair(dir.path(), "train", "b", 40, 32),
         ];
-        let mut loader = Loader::new(
-            Arc::new(pairs),
-            vec![0, 1],
-            2,
-            data(dir.path()),
-            model(2, None),
-            None,
-            2,
-            false,
-        );
+        let mut loader = loader(dir.path(), pairs, vec![0, 1], false);
         let err = loader.next().unwrap().unwrap_err().to_string();
         assert!(err.contains("model.input_size"), "{err}");
     }
