@@ -6,7 +6,7 @@
 //! statistics are accumulated as samples arrive (Welford's mean/variance update, in fp32), so
 //! memory does not grow with T: there is never a stack of T probability maps. Each sample's
 //! dropout masks depend only on the seed and the sample's index, so the chunk size does not
-//! change the result, and the first n of T samples are the samples of a run with T = n.
+//! change the samples, and the first n of T samples are the samples of a run with T = n.
 //!
 //! Outputs per pixel: mean softmax, its argmax, the softmax variance across samples averaged over
 //! classes (Bayesian SegNet's uncertainty map; population variance, divided by T), predictive
