@@ -23,7 +23,7 @@ use crate::mc::{self, Accumulator, McOptions};
 use crate::model::{Mode, SegNet};
 
 /// Peak resident set size of this process in bytes (VmHWM), if readable.
-pub fn peak_rss() -> Option<u64> {
+fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -31,7 +31,7 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 /// Resets the peak-RSS mark to the current RSS (Linux); false when not possible.
-pub fn reset_peak_rss() -> bool {
+fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
@@ -65,7 +65,7 @@ fn run_mode(net: &SegNet, x: &Tensor, mode: BenchMode, samples: usize, chunk: us
     }
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     ensure!(args.samples >= 1, "--samples must be at least 1");
     ensure!(args.chunk >= 1, "--chunk must be at least 1");
     ensure!(args.runs >= 1, "--runs must be at least 1");
@@ -73,8 +73,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.height >= 32 && args.width >= 32,
         "--height and --width must be at least 32"
     );
-    crate::device::set_threads(args.threads)?;
-    let device = crate::device::parse(&args.device)?;
+    let device = args.device.init()?;
     let cfg = ModelConfig {
         arch: args.arch,
         width: args.net_width,

@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tch::Device;
 
 use crate::config::Arch;
-use crate::render::Measure;
+use crate::infer::PredictorOptions;
+use crate::mc::{McOptions, Measure};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,32 +37,78 @@ pub enum Command {
     Recalibrate(RecalibrateArgs),
 }
 
+impl Command {
+    pub fn run(&self) -> Result<()> {
+        match self {
+            Command::Infer(args) => crate::infer::run(args),
+            Command::Train(args) => crate::train::run(args),
+            Command::Eval(args) => crate::eval::run(args),
+            Command::Bench(args) => crate::bench::run(args),
+            Command::InitModel(args) => crate::infer::init_model(args),
+            Command::Recalibrate(args) => crate::train::recalibrate(args),
+        }
+    }
+}
+
 /// Options shared by everything that predicts.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Model weights (.safetensors written by segnet-bayes). Default: the model shipped in assets/.
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// Monte Carlo dropout samples per image (T).
     #[arg(long, default_value_t = 40)]
-    pub samples: usize,
+    pub(crate) samples: usize,
     /// Samples run through the network together (default: 2 on a CPU, where bigger batches
     /// only cost memory; 40 on a GPU, where one big batch is fastest).
     #[arg(long)]
-    pub chunk: Option<usize>,
+    pub(crate) chunk: Option<usize>,
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl SamplingArgs {
+    /// What these flags ask the predictor to do on `device` (the device picks `--chunk`'s
+    /// default).
+    pub fn options(&self, device: Device, dropout: bool) -> PredictorOptions {
+        PredictorOptions {
+            model: self.model.clone(),
+            device,
+            mc: McOptions {
+                samples: self.samples,
+                chunk: self.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
+                seed: self.seed,
+            },
+            dropout,
+        }
+    }
+}
+
+/// Where the network runs: taken by every subcommand that runs one.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
     /// cpu, cuda, cuda:N or auto (a GPU when one is available).
     #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// CPU threads for libtorch (default: all cores).
+    pub(crate) device: String,
+    /// CPU threads for libtorch (default: `SEGNET_THREADS`, else all cores).
     #[arg(long)]
-    pub threads: Option<i32>,
+    pub(crate) threads: Option<i32>,
+}
+
+impl DeviceArgs {
+    /// Sets libtorch's CPU thread count, which is process-wide, then resolves `--device`. A
+    /// command's entry point calls this once, before any work.
+    pub fn init(&self) -> Result<Device> {
+        crate::device::set_threads(self.threads)?;
+        crate::device::parse(&self.device)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScaleMode {
+pub(crate) enum ScaleMode {
     /// A fixed range per measure (see README): the same colour means the same value in every image.
     Fixed,
     /// Stretch each image's own range.
@@ -70,123 +119,115 @@ pub enum ScaleMode {
 pub struct InferArgs {
     /// Images (PNG or JPEG) or folders of images.
     #[arg(required = true)]
-    pub inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub(crate) sampling: SamplingArgs,
     /// Output folder.
     #[arg(long, short, default_value = "out")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Uncertainty heatmaps to write; the first is reported on stdout.
     #[arg(long, value_delimiter = ',', default_values_t = [Measure::Variance, Measure::Entropy, Measure::MutualInfo])]
-    pub uncertainty: Vec<Measure>,
+    pub(crate) uncertainty: Vec<Measure>,
     /// Heatmap colour scale.
     #[arg(long, value_enum, default_value_t = ScaleMode::Fixed)]
-    pub scale: ScaleMode,
+    pub(crate) scale: ScaleMode,
     /// Weight averaging: one pass with dropout off instead of MC sampling.
     #[arg(long)]
-    pub no_dropout: bool,
+    pub(crate) no_dropout: bool,
     /// Opacity of the class colours in the overlay.
     #[arg(long, default_value_t = 0.5)]
-    pub alpha: f32,
+    pub(crate) alpha: f32,
 }
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// YAML config (see configs/camvid.yaml).
     #[arg(long)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Run folder for checkpoints, logs and the resolved config (default: runs/<config name>).
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
     /// Dataset folder, overriding `data.root` (recorded in the run's config.yaml).
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Stop after this many minutes, overriding `train.max_minutes`; the learning-rate
     /// schedule then follows the time budget.
     #[arg(long)]
-    pub max_minutes: Option<f64>,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
+    pub(crate) max_minutes: Option<f64>,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct RecalibrateArgs {
     /// The trained model.
     #[arg(long)]
-    pub model: PathBuf,
+    pub(crate) model: PathBuf,
     /// The YAML config it was trained with (its data section names the training split).
     #[arg(long)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Dataset folder, overriding `data.root`.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Keep dropout on while estimating (the statistics MC sampling sees).
     #[arg(long)]
-    pub dropout: bool,
+    pub(crate) dropout: bool,
     /// Where to write the new model.
     #[arg(long, short)]
-    pub out: PathBuf,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long)]
-    pub threads: Option<i32>,
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Dataset folder (CamVid layout).
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Split to evaluate.
     #[arg(long, default_value = "val")]
-    pub split: String,
+    pub(crate) split: String,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub(crate) sampling: SamplingArgs,
     /// Output folder for the JSON report, Markdown table and plots.
     #[arg(long, short, default_value = "eval")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Evaluate at most this many images (0: all).
     #[arg(long, default_value_t = 0)]
-    pub limit: usize,
+    pub(crate) limit: usize,
 }
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Arch::Segnet)]
-    pub arch: Arch,
+    pub(crate) arch: Arch,
     /// Channel multiplier.
     #[arg(long, default_value_t = 1.0)]
-    pub net_width: f64,
+    pub(crate) net_width: f64,
     #[arg(long, default_value_t = 360)]
-    pub height: i64,
+    pub(crate) height: i64,
     #[arg(long, default_value_t = 480)]
-    pub width: i64,
+    pub(crate) width: i64,
     #[arg(long, default_value_t = 40)]
-    pub samples: usize,
+    pub(crate) samples: usize,
     /// Samples per batch for the prefix mode.
     #[arg(long, default_value_t = 4)]
-    pub chunk: usize,
+    pub(crate) chunk: usize,
     /// Modes to time: loop (T full passes), batch (one batch of T), prefix (the sampler).
     #[arg(long, value_delimiter = ',', default_value = "loop,batch,prefix")]
-    pub modes: Vec<BenchMode>,
+    pub(crate) modes: Vec<BenchMode>,
     /// Timed runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long)]
-    pub threads: Option<i32>,
+    pub(crate) runs: usize,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BenchMode {
+pub(crate) enum BenchMode {
     Loop,
     Batch,
     Prefix,
@@ -195,15 +236,15 @@ pub enum BenchMode {
 #[derive(Args, Debug)]
 pub struct InitModelArgs {
     #[arg(long, value_enum, default_value_t = Arch::Segnet)]
-    pub arch: Arch,
+    pub(crate) arch: Arch,
     /// Channel multiplier.
     #[arg(long, default_value_t = 0.25)]
-    pub width: f64,
+    pub(crate) width: f64,
     /// Network input size HxW (images are resized to it), e.g. 180x240; default: native size.
     #[arg(long)]
-    pub input_size: Option<String>,
+    pub(crate) input_size: Option<String>,
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     #[arg(long, short)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }

@@ -1,5 +1,6 @@
-//! Configuration: the model (stored with every checkpoint), the data, training and inference
-//! defaults. One YAML file holds all four sections (`configs/*.yaml`); unknown keys are errors.
+//! Configuration: the model (stored with every checkpoint), the data and training. One YAML file
+//! holds the three sections (`configs/*.yaml`); unknown keys are errors. How to predict (samples,
+//! chunk, seed, device) is not configured here: those are the flags of the commands that predict.
 //!
 //! `Default` holds Bayesian SegNet's values (Kendall et al. 2015): dropout p = 0.5 at the central
 //! positions, SGD with momentum 0.9 and weight decay 5e-4, CamVid's 11 classes.
@@ -21,7 +22,7 @@ pub enum Arch {
 
 impl Arch {
     /// Number of encoder (and decoder) stages.
-    pub fn stages(self) -> usize {
+    pub(crate) fn stages(self) -> usize {
         match self {
             Arch::Segnet => 5,
             Arch::Basic => 4,
@@ -29,7 +30,7 @@ impl Arch {
     }
 
     /// Bayesian SegNet's dropout placement: the central encoders and decoders.
-    pub fn central_dropout(self) -> Vec<String> {
+    fn central_dropout(self) -> Vec<String> {
         let names: &[&str] = match self {
             Arch::Segnet => &["enc3", "enc4", "enc5", "dec5", "dec4", "dec3"],
             Arch::Basic => &["enc3", "enc4", "dec4", "dec3"],
@@ -65,7 +66,7 @@ pub struct ModelConfig {
     pub palette: Vec<[u8; 3]>,
 }
 
-pub const CAMVID_CLASSES: [&str; 11] = [
+pub(crate) const CAMVID_CLASSES: [&str; 11] = [
     "Sky",
     "Building",
     "Pole",
@@ -80,7 +81,7 @@ pub const CAMVID_CLASSES: [&str; 11] = [
 ];
 
 /// The original `Scripts/camvid11.png` look-up table; index 11 (void) is black.
-pub const CAMVID_PALETTE: [[u8; 3]; 12] = [
+pub(crate) const CAMVID_PALETTE: [[u8; 3]; 12] = [
     [128, 128, 128],
     [128, 0, 0],
     [192, 192, 128],
@@ -93,11 +94,6 @@ pub const CAMVID_PALETTE: [[u8; 3]; 12] = [
     [64, 64, 0],
     [0, 128, 192],
     [0, 0, 0],
-];
-
-/// The original Bayesian SegNet prototxt's median-frequency weights for CamVid.
-pub const CAMVID_WEIGHTS: [f32; 11] = [
-    0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614,
 ];
 
 impl Default for ModelConfig {
@@ -119,13 +115,13 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     /// Stage names followed by dropout, resolved from the default when not given.
-    pub fn dropout_stages(&self) -> Vec<String> {
+    pub(crate) fn dropout_stages(&self) -> Vec<String> {
         self.dropout_after
             .clone()
             .unwrap_or_else(|| self.arch.central_dropout())
     }
 
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         ensure!(
             self.width > 0.0 && self.width <= 4.0,
             "`model.width` must be in (0, 4], got {}",
@@ -180,7 +176,7 @@ impl ModelConfig {
     }
 
     /// Index of the void label.
-    pub fn void(&self) -> i64 {
+    pub(crate) fn void(&self) -> i64 {
         self.classes
     }
 }
@@ -188,7 +184,7 @@ impl ModelConfig {
 /// How labels are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum LabelFormat {
+pub(crate) enum LabelFormat {
     /// 8-bit PNG of class indices, void = classes.
     Index,
     /// RGB PNG coloured with `model.palette`.
@@ -201,7 +197,7 @@ pub enum LabelFormat {
     untagged,
     expecting = "`median`, `none` or a list of one weight per class"
 )]
-pub enum ClassWeights {
+pub(crate) enum ClassWeights {
     /// Given explicitly, one per class.
     Given(Vec<f32>),
     Computed(WeightMethod),
@@ -209,7 +205,7 @@ pub enum ClassWeights {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum WeightMethod {
+pub(crate) enum WeightMethod {
     /// Median-frequency balancing computed from the training labels.
     Median,
     /// No weighting.
@@ -218,10 +214,10 @@ pub enum WeightMethod {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AugmentConfig {
-    pub hflip: bool,
+pub(crate) struct AugmentConfig {
+    pub(crate) hflip: bool,
     /// Random scale range `[min, max]` applied before cropping to `model.input_size`; `null`: none.
-    pub scale: Option<[f32; 2]>,
+    pub(crate) scale: Option<[f32; 2]>,
 }
 
 impl Default for AugmentConfig {
@@ -235,16 +231,16 @@ impl Default for AugmentConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
+pub(crate) struct DataConfig {
     /// Dataset folder; relative paths are taken from the config file's folder.
-    pub root: PathBuf,
-    pub train_split: String,
-    pub val_split: String,
-    pub label_format: LabelFormat,
-    pub class_weights: ClassWeights,
-    pub augment: AugmentConfig,
+    pub(crate) root: PathBuf,
+    pub(crate) train_split: String,
+    pub(crate) val_split: String,
+    pub(crate) label_format: LabelFormat,
+    pub(crate) class_weights: ClassWeights,
+    pub(crate) augment: AugmentConfig,
     /// Use at most this many images per split (0: all). For quick experiments and tests.
-    pub limit: usize,
+    pub(crate) limit: usize,
 }
 
 impl Default for DataConfig {
@@ -263,7 +259,7 @@ impl Default for DataConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Optimizer {
+pub(crate) enum Optimizer {
     Sgd,
     Adam,
     Adamw,
@@ -271,7 +267,7 @@ pub enum Optimizer {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Schedule {
+pub(crate) enum Schedule {
     Constant,
     /// Cosine decay to 1% of the initial rate over all epochs.
     Cosine,
@@ -281,32 +277,32 @@ pub enum Schedule {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    pub optimizer: Optimizer,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub schedule: Schedule,
+pub(crate) struct TrainConfig {
+    pub(crate) optimizer: Optimizer,
+    pub(crate) lr: f64,
+    pub(crate) momentum: f64,
+    pub(crate) weight_decay: f64,
+    pub(crate) schedule: Schedule,
     /// Linear warm-up over this many steps.
-    pub warmup_steps: usize,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub seed: u64,
+    pub(crate) warmup_steps: usize,
+    pub(crate) epochs: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) seed: u64,
     /// Write a resumable checkpoint every this many steps (and at every epoch end).
-    pub checkpoint_every: usize,
+    pub(crate) checkpoint_every: usize,
     /// Validate every this many epochs.
-    pub val_every: usize,
+    pub(crate) val_every: usize,
     /// MC samples for validation (0: weight averaging only).
-    pub val_samples: usize,
+    pub(crate) val_samples: usize,
     /// Re-estimate batch-norm statistics over the training set after training.
-    pub bn_recalibrate: bool,
+    pub(crate) bn_recalibrate: bool,
     /// Keep dropout on while re-estimating them (the statistics MC sampling sees) instead of
     /// off (the original authors' choice, which suits weight averaging).
-    pub bn_recalibrate_dropout: bool,
+    pub(crate) bn_recalibrate_dropout: bool,
     /// Stop after this many minutes of training (0: no limit); the run ends cleanly.
-    pub max_minutes: f64,
+    pub(crate) max_minutes: f64,
     /// Images decoded ahead of the training step.
-    pub prefetch: usize,
+    pub(crate) prefetch: usize,
 }
 
 impl Default for TrainConfig {
@@ -332,30 +328,13 @@ impl Default for TrainConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InferConfig {
-    pub samples: usize,
-    pub chunk: usize,
-}
-
-impl Default for InferConfig {
-    fn default() -> Self {
-        InferConfig {
-            samples: 40,
-            chunk: 4,
-        }
-    }
-}
-
 /// A whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub model: ModelConfig,
-    pub data: DataConfig,
-    pub train: TrainConfig,
-    pub infer: InferConfig,
+    pub(crate) data: DataConfig,
+    pub(crate) train: TrainConfig,
 }
 
 impl Config {
@@ -364,10 +343,14 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let mut cfg: Config = serde_yaml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "config {}: {e} (see configs/camvid.yaml for the accepted keys)",
-                path.display()
-            )
+            // Configs from before the section was removed say `infer:`.
+            let hint = if e.to_string().starts_with("unknown field `infer`") {
+                "delete the `infer` section: infer, eval and segnet-video take --samples, \
+                 --chunk and --seed as flags"
+            } else {
+                "see configs/camvid.yaml for the accepted keys"
+            };
+            anyhow::anyhow!("config {}: {e} ({hint})", path.display())
         })?;
         if cfg.data.root.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
@@ -383,7 +366,7 @@ impl Config {
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.model.validate()?;
         let t = &self.train;
         ensure!(t.lr > 0.0, "`train.lr` must be positive, got {}", t.lr);
@@ -405,11 +388,6 @@ impl Config {
             "`train.checkpoint_every` must be at least 1"
         );
         ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
-        ensure!(
-            self.infer.samples >= 1,
-            "`infer.samples` must be at least 1"
-        );
-        ensure!(self.infer.chunk >= 1, "`infer.chunk` must be at least 1");
         if let ClassWeights::Given(w) = &self.data.class_weights {
             ensure!(
                 w.len() == self.model.classes as usize,
@@ -434,7 +412,7 @@ impl Config {
         Ok(())
     }
 
-    pub fn to_yaml(&self) -> String {
+    pub(crate) fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("config serialises")
     }
 }
@@ -452,6 +430,18 @@ mod tests {
     fn unknown_key_is_rejected_with_its_name() {
         let err = serde_yaml::from_str::<Config>("model:\n  widht: 0.5\n").unwrap_err();
         assert!(err.to_string().contains("widht"), "{err}");
+    }
+
+    #[test]
+    fn an_infer_section_says_to_delete_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.yaml");
+        std::fs::write(&path, "train:\n  epochs: 2\ninfer:\n  samples: 40\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("old.yaml") && err.contains("delete the `infer` section"),
+            "{err}"
+        );
     }
 
     #[test]

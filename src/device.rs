@@ -4,7 +4,7 @@ use anyhow::{bail, ensure, Result};
 use tch::Device;
 
 /// `--device`: cpu, cuda (or cuda:N), auto (a GPU when libtorch sees one).
-pub fn parse(name: &str) -> Result<Device> {
+pub(crate) fn parse(name: &str) -> Result<Device> {
     let cuda_count = || tch::Cuda::device_count() as usize;
     match name {
         "cpu" => Ok(Device::Cpu),
@@ -30,7 +30,7 @@ pub fn parse(name: &str) -> Result<Device> {
 }
 
 /// Threads for libtorch's CPU kernels: `--threads`, else `SEGNET_THREADS`, else every core.
-pub fn set_threads(threads: Option<i32>) -> Result<()> {
+pub(crate) fn set_threads(threads: Option<i32>) -> Result<()> {
     let n = match threads {
         Some(n) => {
             ensure!(n >= 1, "--threads must be at least 1, got {n}");

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -20,28 +19,29 @@ use crate::atomic::{write_atomic, write_json_atomic};
 use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
 use crate::data::{self, Loader, Pair};
-use crate::infer::{class_bytes, to_vec_f32, Predictor};
-use crate::mc::{self, McOptions, Prediction};
+use crate::infer::Predictor;
+use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
 use crate::plot;
-use crate::render::Measure;
+use crate::progress;
 
 /// Confusion matrices of a validation pass.
-pub struct Validation {
+pub(crate) struct Validation {
     pub wa: Confusion,
     pub mc: Option<Confusion>,
 }
 
 /// Scores `net` on `pairs` at the network's input size: weight averaging in batches of 4, and
-/// MC dropout with `samples` passes when `samples > 0`.
-pub fn validate(
+/// MC dropout with `samples` passes (masks from `seed`) when `samples > 0`.
+pub(crate) fn validate(
     net: &SegNet,
     pairs: &[Pair],
     data_cfg: &DataConfig,
     model: &ModelConfig,
     device: Device,
     samples: usize,
+    seed: u64,
 ) -> Result<Validation> {
     let k = model.classes as usize;
     let mut wa = Confusion::new(k);
@@ -71,7 +71,7 @@ pub fn validate(
             let opts = McOptions {
                 samples,
                 chunk: samples.min(8),
-                seed: None,
+                seed: Some(seed),
             };
             for i in 0..images.size()[0] {
                 let p = mc::sample(net, &images.get(i), &opts)?;
@@ -138,17 +138,11 @@ impl Tally {
     }
 
     fn add(&mut self, pred: &Prediction, gt: &[u8], void: u8) {
-        let classes = class_bytes(pred);
+        let classes = pred.class_bytes();
         self.confusion.add(gt, &classes);
-        let confidence = to_vec_f32(&pred.confidence());
+        let confidence = pred.confidence_values();
         for (m, s) in &mut self.stats {
-            s.add(
-                &to_vec_f32(pred.measure(*m)),
-                &confidence,
-                gt,
-                &classes,
-                void,
-            );
+            s.add(&pred.measure_values(*m), &confidence, gt, &classes, void);
         }
     }
 
@@ -185,8 +179,9 @@ impl Tally {
     }
 }
 
-pub fn run(args: &EvalArgs) -> Result<()> {
-    let predictor = Predictor::load(&args.sampling, true)?;
+pub(crate) fn run(args: &EvalArgs) -> Result<()> {
+    let device = args.sampling.device.init()?;
+    let predictor = Predictor::load(&args.sampling.options(device, true))?;
     let model = predictor.config().clone();
     let data_cfg = DataConfig {
         root: args.data.clone(),
@@ -199,12 +194,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let all = [Measure::Variance, Measure::Entropy, Measure::MutualInfo];
     let mut wa = Tally::new(k, &[Measure::Entropy]);
     let mut mcs = Tally::new(k, &all);
-    let bar = ProgressBar::with_draw_target(Some(pairs.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar(Some(pairs.len() as u64), "eval");
     let start = Instant::now();
     let ahead = rayon::current_num_threads().max(2);
     for chunk in pairs.chunks(ahead) {
@@ -222,6 +212,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             let p_mc = tch::no_grad(|| p_mc.resize(h, w));
             mcs.add(&p_mc, &gt, void);
             bar.inc(1);
+            let rate = bar.position() as f64 / start.elapsed().as_secs_f64();
+            bar.set_message(format!("{rate:.2} img/s"));
         }
     }
     bar.finish_and_clear();
@@ -251,7 +243,7 @@ fn pct(v: f64) -> String {
 }
 
 /// The report as a Markdown document.
-pub fn markdown(r: &Report) -> String {
+fn markdown(r: &Report) -> String {
     let mut s = format!(
         "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with T = {}; {:.0} s.\n\n",
         r.model, r.data, r.split, r.images, r.samples, r.seconds

@@ -40,7 +40,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 }
 
 /// Image files directly inside `dir` (PNG and JPEG), sorted by name.
-pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -62,7 +62,7 @@ pub fn is_image_name(p: &Path) -> bool {
 ///
 /// # Shapes
 /// returns `[3, H, W]`, `(x / 255 - mean) / std` per channel.
-pub fn to_tensor(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+pub(crate) fn to_tensor(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Tensor {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let hw = (w * h) as usize;
     let mut planes = vec![0f32; 3 * hw];
@@ -77,7 +77,7 @@ pub fn to_tensor(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Tensor {
 }
 
 /// Resizes to `[height, width]` with bilinear filtering (a no-op when already that size).
-pub fn resize_rgb(img: &RgbImage, size: [i64; 2]) -> RgbImage {
+pub(crate) fn resize_rgb(img: &RgbImage, size: [i64; 2]) -> RgbImage {
     let (h, w) = (size[0] as u32, size[1] as u32);
     if img.width() == w && img.height() == h {
         return img.clone();

@@ -15,19 +15,19 @@ use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::atomic::write_json_atomic;
-use crate::cli::{InferArgs, InitModelArgs, SamplingArgs, ScaleMode};
+use crate::cli::{InferArgs, InitModelArgs, ScaleMode};
 use crate::config::ModelConfig;
 use crate::image_io;
-use crate::mc::{self, McOptions, Prediction};
+use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::model::{checkpoint, SegNet};
-use crate::render::{self, Measure, Scale};
+use crate::render::{self, Scale};
 
 /// The trained model shipped with the project, used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "assets/segnet-camvid.safetensors";
 
 /// Where the default model is: beside the executable's project (source checkout), or in an
 /// `assets/` folder next to the executable.
-pub fn default_model_path() -> Option<PathBuf> {
+fn default_model_path() -> Option<PathBuf> {
     let mut candidates = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL)];
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
@@ -37,28 +37,32 @@ pub fn default_model_path() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// What [`Predictor::load`] loads and how the predictor predicts.
+#[derive(Clone, Debug)]
+pub struct PredictorOptions {
+    /// Weights file (.safetensors written by segnet-bayes); `None`: the shipped model.
+    pub model: Option<PathBuf>,
+    pub device: Device,
+    pub mc: McOptions,
+    /// MC dropout sampling; false: weight averaging (one pass, dropout off).
+    pub dropout: bool,
+}
+
 /// A loaded network, ready to predict.
 pub struct Predictor {
-    pub net: SegNet,
-    pub vs: nn::VarStore,
+    pub(crate) net: SegNet,
+    /// The weights file it was loaded from.
     pub path: PathBuf,
-    pub device: Device,
+    device: Device,
     pub opts: McOptions,
     pub dropout: bool,
 }
 
 impl Predictor {
-    /// Loads `--model` (or the shipped model) on `--device`, with batch norm folded for speed.
-    pub fn load(args: &SamplingArgs, dropout: bool) -> Result<Predictor> {
-        crate::device::set_threads(args.threads)?;
-        let device = crate::device::parse(&args.device)?;
-        let opts = McOptions {
-            samples: args.samples,
-            chunk: args.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
-            seed: args.seed,
-        };
-        opts.validate()?;
-        let path = match &args.model {
+    /// Loads the model on the options' device, with batch norm folded for speed.
+    pub fn load(options: &PredictorOptions) -> Result<Predictor> {
+        options.mc.validate()?;
+        let path = match &options.model {
             Some(p) => p.clone(),
             None => default_model_path().with_context(|| {
                 format!(
@@ -67,15 +71,14 @@ impl Predictor {
                 )
             })?,
         };
-        let (vs, mut net, _) = checkpoint::load_model(&path, device)?;
+        let (_, mut net, _) = checkpoint::load_model(&path, options.device)?;
         net.fold_batchnorm();
         Ok(Predictor {
             net,
-            vs,
             path,
-            device,
-            opts,
-            dropout,
+            device: options.device,
+            opts: options.mc,
+            dropout: options.dropout,
         })
     }
 
@@ -87,7 +90,7 @@ impl Predictor {
     ///
     /// # Shapes
     /// returns `[3, h, w]`
-    pub fn input(&self, img: &RgbImage) -> Tensor {
+    pub(crate) fn input(&self, img: &RgbImage) -> Tensor {
         let cfg = self.config();
         let resized;
         let img = match cfg.input_size {
@@ -123,23 +126,8 @@ fn to_cpu(p: Prediction) -> Prediction {
     }
 }
 
-/// Tensor `[H, W]` to a row-major vector.
-pub fn to_vec_f32(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().flatten(0, -1)).expect("float map")
-}
-
-/// Class map `[H, W]` to row-major bytes.
-pub fn class_bytes(pred: &Prediction) -> Vec<u8> {
-    let map = pred
-        .class_map()
-        .to_kind(Kind::Uint8)
-        .contiguous()
-        .flatten(0, -1);
-    Vec::<u8>::try_from(map).expect("class map")
-}
-
 /// The images named on the command line: files as given, folders expanded (sorted).
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = vec![];
     for p in inputs {
         if p.is_dir() {
@@ -214,7 +202,7 @@ pub fn output_stems(files: &[PathBuf]) -> Vec<String> {
 
 /// Renders a prediction into `out`, returning the files written.
 #[allow(clippy::too_many_arguments)]
-pub fn write_outputs(
+fn write_outputs(
     out: &Path,
     stem: &str,
     img: &RgbImage,
@@ -225,7 +213,7 @@ pub fn write_outputs(
     alpha: f32,
 ) -> Result<Vec<String>> {
     let (w, h) = img.dimensions();
-    let classes = class_bytes(pred);
+    let classes = pred.class_bytes();
     let mut files = vec![];
     let mut save_rgb = |name: String, image: &RgbImage| -> Result<()> {
         render::save_png_atomic(image, &out.join(&name))?;
@@ -239,7 +227,7 @@ pub fn write_outputs(
         &render::overlay(img, &colours, alpha),
     )?;
     for m in measures {
-        let values = to_vec_f32(pred.measure(*m));
+        let values = pred.measure_values(*m);
         let sc = match scale {
             ScaleMode::Fixed => Scale::fixed(*m, cfg.classes as usize),
             ScaleMode::PerImage => Scale::of_values(&values),
@@ -269,7 +257,7 @@ fn class_share(pred: &Prediction, cfg: &ModelConfig) -> BTreeMap<String, f64> {
         .collect()
 }
 
-pub fn run(args: &InferArgs) -> Result<()> {
+pub(crate) fn run(args: &InferArgs) -> Result<()> {
     ensure!(
         (0.0..=1.0).contains(&args.alpha),
         "--alpha must be in [0, 1], got {}",
@@ -280,7 +268,8 @@ pub fn run(args: &InferArgs) -> Result<()> {
         "--uncertainty needs at least one measure"
     );
     let files = expand_inputs(&args.inputs)?;
-    let predictor = Predictor::load(&args.sampling, !args.no_dropout)?;
+    let device = args.sampling.device.init()?;
+    let predictor = Predictor::load(&args.sampling.options(device, !args.no_dropout))?;
     prepare_out_dir(&args.out)?;
     let stems = output_stems(&files);
     let cfg = predictor.config().clone();
@@ -366,7 +355,7 @@ fn parse_size(s: &str) -> Result<[i64; 2]> {
 }
 
 /// `segnet-bayes init-model`: a randomly initialised network, saved like a trained one.
-pub fn init_model(args: &InitModelArgs) -> Result<()> {
+pub(crate) fn init_model(args: &InitModelArgs) -> Result<()> {
     let cfg = ModelConfig {
         arch: args.arch,
         width: args.width,

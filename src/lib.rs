@@ -6,21 +6,23 @@
 //! Training (`train`) reads `data`, evaluation (`eval`) scores with `metrics`.
 
 pub mod atomic;
-pub mod bench;
+mod bench;
 pub mod cli;
 pub mod config;
-pub mod data;
-pub mod device;
-pub mod eval;
+mod data;
+mod device;
+mod eval;
 pub mod image_io;
 pub mod infer;
 pub mod mc;
-pub mod metrics;
+mod metrics;
 pub mod model;
-pub mod optim;
+mod optim;
 pub mod plot;
+pub mod progress;
 pub mod render;
-pub mod train;
+mod rng;
+mod train;
 
 /// libtorch has one global random generator: tests that seed it take this lock, so tests
 /// running in parallel threads do not draw from each other's sequence.

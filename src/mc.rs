@@ -3,8 +3,10 @@
 //! T stochastic passes with dropout on and batch norm on its running statistics (Bayesian
 //! SegNet). The deterministic prefix (everything before the first dropout, pooling switches
 //! included) runs once per image; the samples run through the suffix in chunks, and the
-//! statistics are accumulated as chunks arrive (Chan et al.'s parallel mean/variance update, in
-//! fp32), so memory does not grow with T: there is never a stack of T probability maps.
+//! statistics are accumulated as samples arrive (Welford's mean/variance update, in fp32), so
+//! memory does not grow with T: there is never a stack of T probability maps. Each sample's
+//! dropout masks depend only on the seed and the sample's index, so the chunk size does not
+//! change the samples, and the first n of T samples are the samples of a run with T = n.
 //!
 //! Outputs per pixel: mean softmax, its argmax, the softmax variance across samples averaged over
 //! classes (Bayesian SegNet's uncertainty map; population variance, divided by T), predictive
@@ -14,7 +16,7 @@ use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
 use crate::model::{Mode, SegNet};
-use crate::render::Measure;
+use crate::rng::mix_seed;
 
 /// How to sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,12 +25,13 @@ pub struct McOptions {
     pub samples: usize,
     /// Samples run through the network together.
     pub chunk: usize,
-    /// Seeds libtorch's generator before each image: identical inputs give identical outputs.
+    /// Seed of the dropout masks, the same for every image: identical inputs give identical
+    /// outputs. `None`: a fresh random seed per image.
     pub seed: Option<u64>,
 }
 
 impl McOptions {
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         ensure!(
             self.samples >= 1,
             "--samples must be at least 1 (use 1 with --no-dropout for weight averaging)"
@@ -38,30 +41,86 @@ impl McOptions {
     }
 }
 
+/// An uncertainty measure computed from the Monte Carlo samples.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Measure {
+    /// Variance of the softmax samples, averaged over classes (Bayesian SegNet's measure).
+    Variance,
+    /// Entropy of the mean softmax (total predictive uncertainty).
+    Entropy,
+    /// Mutual information between prediction and weights (the model's own uncertainty).
+    MutualInfo,
+}
+
+impl Measure {
+    /// The largest value the measure can take with K classes: variance `(1 - 1/K)/K` (the
+    /// class-averaged variance of samples on the simplex, reached when each sample is a one-hot
+    /// on a uniformly drawn class), entropy and mutual information `ln K`.
+    pub(crate) fn bound(self, classes: usize) -> f32 {
+        let k = classes.max(2) as f32;
+        match self {
+            Measure::Variance => (1.0 - 1.0 / k) / k,
+            Measure::Entropy | Measure::MutualInfo => k.ln(),
+        }
+    }
+
+    /// Every measure, in CLI order.
+    pub const ALL: [Measure; 3] = [Measure::Variance, Measure::Entropy, Measure::MutualInfo];
+
+    /// The CLI and file name: "variance", "entropy", "mutual-info".
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Variance => "variance",
+            Measure::Entropy => "entropy",
+            Measure::MutualInfo => "mutual-info",
+        }
+    }
+}
+
+impl std::fmt::Display for Measure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The sampler's result for one image.
 #[derive(Debug)]
 pub struct Prediction {
     /// `[K, H, W]` mean class probabilities.
-    pub probs: Tensor,
+    pub(crate) probs: Tensor,
     /// `[H, W]` softmax variance across samples, averaged over classes.
-    pub variance: Tensor,
+    pub(crate) variance: Tensor,
     /// `[H, W]` predictive entropy of the mean probabilities (nats).
-    pub entropy: Tensor,
+    pub(crate) entropy: Tensor,
     /// `[H, W]` mutual information between prediction and weights (nats).
-    pub mutual_info: Tensor,
+    pub(crate) mutual_info: Tensor,
     /// Number of passes behind these statistics.
-    pub samples: usize,
+    pub(crate) samples: usize,
 }
 
 impl Prediction {
     /// `[H, W]` int64 argmax class.
-    pub fn class_map(&self) -> Tensor {
+    pub(crate) fn class_map(&self) -> Tensor {
         self.probs.argmax(0, false)
     }
 
-    /// `[H, W]` highest mean probability.
-    pub fn confidence(&self) -> Tensor {
-        self.probs.max_dim(0, false).0
+    /// `[H, W]` class indices, row-major.
+    pub fn class_bytes(&self) -> Vec<u8> {
+        let map = self.class_map().to_kind(Kind::Uint8).contiguous();
+        Vec::<u8>::try_from(map.flatten(0, -1)).expect("class map")
+    }
+
+    /// `[H, W]` highest mean probability, row-major.
+    pub(crate) fn confidence_values(&self) -> Vec<f32> {
+        row_major(&self.probs.max_dim(0, false).0)
+    }
+
+    /// `[H, W]` values of one uncertainty measure, row-major.
+    pub fn measure_values(&self, m: Measure) -> Vec<f32> {
+        row_major(self.measure(m))
     }
 
     pub fn measure(&self, m: Measure) -> &Tensor {
@@ -75,7 +134,7 @@ impl Prediction {
     /// The same prediction at another size: probabilities and uncertainty maps are resized
     /// bilinearly (smooth boundaries, not nearest-neighbour blocks), then the probabilities are
     /// renormalised.
-    pub fn resize(&self, h: i64, w: i64) -> Prediction {
+    pub(crate) fn resize(&self, h: i64, w: i64) -> Prediction {
         let size = self.probs.size();
         if size[1] == h && size[2] == w {
             return self.shallow_clone();
@@ -109,9 +168,13 @@ impl Prediction {
     }
 }
 
+fn row_major(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().flatten(0, -1)).expect("float map")
+}
+
 /// Streaming mean and variance of softmax samples, and the mean per-sample entropy.
 #[derive(Debug, Default)]
-pub struct Accumulator {
+pub(crate) struct Accumulator {
     n: i64,
     /// `[K, H, W]`
     mean: Option<Tensor>,
@@ -123,47 +186,51 @@ pub struct Accumulator {
 
 /// `-sum_k p log p` over dim `dim`, safe at p = 0.
 fn entropy(p: &Tensor, dim: i64) -> Tensor {
-    -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(dim, false, Kind::Float)
+    let mut plogp = p.clamp_min(1e-12);
+    let _ = plogp.log_().g_mul_(p);
+    -plogp.sum_dim_intlist(dim, false, Kind::Float)
 }
 
 impl Accumulator {
-    pub fn new() -> Accumulator {
+    pub(crate) fn new() -> Accumulator {
         Accumulator::default()
     }
 
-    /// Adds a chunk of sample probabilities.
+    /// Adds a chunk of sample probabilities, one sample at a time (Welford's update), so that
+    /// the result does not depend on how the samples were chunked.
     ///
     /// # Shapes
     /// `probs: [B, K, H, W]`, softmax over K.
-    pub fn add(&mut self, probs: &Tensor) {
+    pub(crate) fn add(&mut self, probs: &Tensor) {
         let probs = probs.to_kind(Kind::Float);
-        let b = probs.size()[0];
-        let chunk_mean = probs.mean_dim(0, false, Kind::Float);
-        let chunk_m2 =
-            (&probs - chunk_mean.unsqueeze(0))
-                .square()
-                .sum_dim_intlist(0, false, Kind::Float);
-        let chunk_entropy = entropy(&probs, 1).sum_dim_intlist(0, false, Kind::Float);
+        for i in 0..probs.size()[0] {
+            self.add_one(probs.get(i));
+        }
+    }
+
+    /// # Shapes
+    /// `p: [K, H, W]`
+    fn add_one(&mut self, p: Tensor) {
+        self.n += 1;
+        let sample_entropy = entropy(&p, 0);
         match (&mut self.mean, &mut self.m2, &mut self.entropy_sum) {
             (Some(mean), Some(m2), Some(ent)) => {
-                let n = self.n as f64;
-                let total = n + b as f64;
-                let delta = &chunk_mean - &*mean;
-                let _ = mean.g_add_(&(&delta * (b as f64 / total)));
-                let _ = m2.g_add_(&(chunk_m2 + delta.square() * (n * b as f64 / total)));
-                let _ = ent.g_add_(&chunk_entropy);
+                // In place where possible: these maps are large and there are T updates.
+                let delta = &p - &*mean;
+                let _ = mean.lerp_(&p, 1.0 / self.n as f64);
+                let _ = m2.addcmul_(&delta, &(&p - &*mean));
+                let _ = ent.g_add_(&sample_entropy);
             }
             _ => {
-                self.mean = Some(chunk_mean);
-                self.m2 = Some(chunk_m2);
-                self.entropy_sum = Some(chunk_entropy);
+                self.m2 = Some(p.zeros_like());
+                self.mean = Some(p.copy());
+                self.entropy_sum = Some(sample_entropy);
             }
         }
-        self.n += b;
     }
 
     /// The statistics of everything added. Panics when nothing was added.
-    pub fn finish(self) -> Prediction {
+    pub(crate) fn finish(self) -> Prediction {
         let n = self.n as f64;
         let mean = self.mean.expect("at least one sample");
         let variance = (self.m2.expect("m2") / n).mean_dim(0, false, Kind::Float);
@@ -184,37 +251,38 @@ impl Accumulator {
 ///
 /// # Shapes
 /// `image: [3, H, W]` normalised, on the network's device; the prediction has the same H, W.
-pub fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
+pub(crate) fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
     opts.validate()?;
     if !net.is_stochastic() {
         // Nothing random to sample: T identical passes are one pass.
         return Ok(weight_average(net, image));
     }
-    if let Some(seed) = opts.seed {
-        tch::manual_seed(seed as i64);
-    }
+    // Sample i's dropout masks come from (base, i) alone: chunking cannot change them, and
+    // the first n samples of a longer run are the same n samples.
+    let base = opts.seed.unwrap_or_else(fresh_seed);
+    let seeds: Vec<u64> = (0..opts.samples as u64)
+        .map(|i| mix_seed(base, i))
+        .collect();
     let pred = tch::no_grad(|| {
         let prefix = net.prefix(&image.unsqueeze(0), false);
         let mut acc = Accumulator::new();
-        let mut expanded: Option<(i64, crate::model::Prefix)> = None;
-        let mut left = opts.samples as i64;
-        while left > 0 {
-            let b = left.min(opts.chunk as i64);
-            if expanded.as_ref().map(|(n, _)| *n) != Some(b) {
-                expanded = Some((b, prefix.expand(b)));
-            }
-            let (_, pre) = expanded.as_ref().expect("just set");
-            let logits = net.suffix(pre, Mode::MC);
+        for chunk in seeds.chunks(opts.chunk) {
+            let logits = net.suffix(&prefix.for_samples(chunk), Mode::MC);
             acc.add(&logits.softmax(1, Kind::Float));
-            left -= b;
         }
         acc.finish()
     });
     Ok(pred)
 }
 
+/// A seed drawn from libtorch's generator, which libtorch seeds randomly at start-up.
+fn fresh_seed() -> u64 {
+    let draw = Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu));
+    draw.int64_value(&[0]) as u64
+}
+
 /// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
-pub fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
+pub(crate) fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
     tch::no_grad(|| {
         let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
         let mut acc = Accumulator::new();
@@ -227,9 +295,18 @@ pub fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
 mod tests {
     use super::*;
     use crate::config::{Arch, ModelConfig};
+    use std::sync::MutexGuard;
+
     use tch::{nn, Device};
 
-    fn net(dropout: f64) -> (nn::VarStore, SegNet) {
+    /// A tiny SegNet and a random `[3, h, w]` image, drawn under the RNG lock, which the test
+    /// keeps for as long as it holds the guard.
+    fn setup(
+        dropout: f64,
+        h: i64,
+        w: i64,
+    ) -> (MutexGuard<'static, ()>, nn::VarStore, SegNet, Tensor) {
+        let rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = ModelConfig {
             arch: Arch::Segnet,
@@ -238,7 +315,16 @@ mod tests {
             ..Default::default()
         };
         let n = SegNet::new(&vs.root(), &cfg);
-        (vs, n)
+        let x = Tensor::randn([3, h, w], (Kind::Float, Device::Cpu));
+        (rng, vs, n, x)
+    }
+
+    fn opts(samples: usize, chunk: usize, seed: Option<u64>) -> McOptions {
+        McOptions {
+            samples,
+            chunk,
+            seed,
+        }
     }
 
     #[test]
@@ -268,33 +354,46 @@ mod tests {
 
     #[test]
     fn chunking_does_not_change_the_result() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 45, 61], (Kind::Float, Device::Cpu));
-        let opts = |chunk| McOptions {
-            samples: 6,
-            chunk,
-            seed: Some(11),
-        };
-        let a = sample(&n, &x, &opts(6)).unwrap();
-        let b = sample(&n, &x, &opts(6)).unwrap();
-        assert!(a.probs.equal(&b.probs), "same seed, same output");
-        assert!(a.variance.max().double_value(&[]) > 0.0);
-        let c = sample(&n, &x, &opts(2)).unwrap();
-        assert_eq!(c.probs.size(), vec![11, 45, 61]);
+        let (_rng, _vs, n, x) = setup(0.5, 45, 61);
+        let run = |chunk, seed| sample(&n, &x, &opts(6, chunk, Some(seed))).unwrap();
+        let whole = run(6, 11);
+        assert!(whole.variance.max().double_value(&[]) > 0.0);
+        for chunk in [4, 2, 1] {
+            let chunked = run(chunk, 11);
+            for m in Measure::ALL {
+                assert!(
+                    chunked.measure(m).equal(whole.measure(m)),
+                    "chunk {chunk} changed {m}"
+                );
+            }
+            assert!(chunked.probs.equal(&whole.probs), "chunk {chunk}");
+        }
+        assert!(!run(2, 12).probs.equal(&whole.probs), "the seed matters");
+    }
+
+    #[test]
+    fn the_first_samples_of_a_longer_run_are_the_same_samples() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let seeds: Vec<u64> = (0..5).map(|i| mix_seed(3, i)).collect();
+        let prefix = tch::no_grad(|| n.prefix(&x.unsqueeze(0), false));
+        let five = tch::no_grad(|| n.suffix(&prefix.for_samples(&seeds), Mode::MC));
+        let three = tch::no_grad(|| n.suffix(&prefix.for_samples(&seeds[..3]), Mode::MC));
+        assert!(five.narrow(0, 0, 3).equal(&three));
+        assert!(!five.get(3).equal(&five.get(4)), "samples differ");
+    }
+
+    #[test]
+    fn without_a_seed_two_runs_differ() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 32);
+        let a = sample(&n, &x, &opts(2, 2, None)).unwrap();
+        let b = sample(&n, &x, &opts(2, 2, None)).unwrap();
+        assert!(!a.probs.equal(&b.probs));
     }
 
     #[test]
     fn p_zero_has_zero_variance_and_equals_weight_averaging() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.0);
-        let x = Tensor::randn([3, 40, 48], (Kind::Float, Device::Cpu));
-        let opts = McOptions {
-            samples: 5,
-            chunk: 2,
-            seed: None,
-        };
-        let mc = sample(&n, &x, &opts).unwrap();
+        let (_rng, _vs, n, x) = setup(0.0, 40, 48);
+        let mc = sample(&n, &x, &opts(5, 2, None)).unwrap();
         let wa = weight_average(&n, &x);
         assert_eq!(mc.variance.abs().max().double_value(&[]), 0.0);
         assert_eq!(mc.mutual_info.abs().max().double_value(&[]), 0.0);
@@ -303,9 +402,7 @@ mod tests {
 
     #[test]
     fn resize_keeps_probabilities_normalised() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 32, 40], (Kind::Float, Device::Cpu));
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
         let p = weight_average(&n, &x).resize(64, 81);
         assert_eq!(p.probs.size(), vec![11, 64, 81]);
         assert_eq!(p.variance.size(), vec![64, 81]);
@@ -315,15 +412,8 @@ mod tests {
 
     #[test]
     fn zero_samples_is_an_error() {
-        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let (_vs, n) = net(0.5);
-        let x = Tensor::randn([3, 32, 32], (Kind::Float, Device::Cpu));
-        let opts = McOptions {
-            samples: 0,
-            chunk: 1,
-            seed: None,
-        };
-        assert!(sample(&n, &x, &opts)
+        let (_rng, _vs, n, x) = setup(0.5, 32, 32);
+        assert!(sample(&n, &x, &opts(0, 1, None))
             .unwrap_err()
             .to_string()
             .contains("--samples"));

@@ -3,19 +3,18 @@
 //! [`Confusion`] gives the numbers SegNet reports (global accuracy, class average accuracy,
 //! mean IoU). [`UncertaintyStats`] asks whether the model knows when it is wrong: accuracy of
 //! the most certain pixels, calibration (ECE, Guo et al. 2017) and PAvPU (Mukhoti & Gal 2018).
-//! Both stream: their memory does not grow with the number of pixels, and partial results from
-//! several threads or images `merge`.
+//! Both stream: their memory does not grow with the number of pixels.
 
 /// A confusion matrix over `classes` real classes; void pixels are not counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Confusion {
+pub(crate) struct Confusion {
     pub classes: usize,
     /// `counts[gt * classes + pred]`.
     pub counts: Vec<u64>,
 }
 
 impl Confusion {
-    pub fn new(classes: usize) -> Self {
+    pub(crate) fn new(classes: usize) -> Self {
         Confusion {
             classes,
             counts: vec![0; classes * classes],
@@ -27,7 +26,7 @@ impl Confusion {
     ///
     /// # Panics
     /// When the slices differ in length or a prediction is `>= classes` (programmer errors).
-    pub fn add(&mut self, gt: &[u8], pred: &[u8]) {
+    pub(crate) fn add(&mut self, gt: &[u8], pred: &[u8]) {
         assert_eq!(gt.len(), pred.len(), "gt and pred differ in length");
         let k = self.classes;
         for (&g, &p) in gt.iter().zip(pred) {
@@ -40,18 +39,8 @@ impl Confusion {
         }
     }
 
-    pub fn merge(&mut self, other: &Confusion) {
-        assert_eq!(
-            self.classes, other.classes,
-            "merging different class counts"
-        );
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-    }
-
     /// Non-void pixels counted.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
 
@@ -72,13 +61,13 @@ impl Confusion {
     }
 
     /// Correct pixels / all pixels (0 when empty).
-    pub fn global_accuracy(&self) -> f64 {
+    pub(crate) fn global_accuracy(&self) -> f64 {
         let correct: u64 = (0..self.classes).map(|c| self.tp(c)).sum();
         ratio(correct, self.total())
     }
 
     /// Recall per class; `None` for classes absent from the ground truth.
-    pub fn class_accuracy(&self) -> Vec<Option<f64>> {
+    fn class_accuracy(&self) -> Vec<Option<f64>> {
         (0..self.classes)
             .map(|c| {
                 let n = self.gt_count(c);
@@ -88,13 +77,13 @@ impl Confusion {
     }
 
     /// Mean recall over the classes present in the ground truth (0 when none).
-    pub fn class_average_accuracy(&self) -> f64 {
+    pub(crate) fn class_average_accuracy(&self) -> f64 {
         mean_some(&self.class_accuracy())
     }
 
     /// Intersection over union per class; `None` when the class is absent from both the ground
     /// truth and the predictions.
-    pub fn iou(&self) -> Vec<Option<f64>> {
+    pub(crate) fn iou(&self) -> Vec<Option<f64>> {
         (0..self.classes)
             .map(|c| {
                 let union = self.gt_count(c) + self.pred_count(c) - self.tp(c);
@@ -104,7 +93,7 @@ impl Confusion {
     }
 
     /// Mean of the defined IoUs (0 when none).
-    pub fn mean_iou(&self) -> f64 {
+    pub(crate) fn mean_iou(&self) -> f64 {
         mean_some(&self.iou())
     }
 }
@@ -127,9 +116,9 @@ fn mean_some(v: &[Option<f64>]) -> f64 {
 }
 
 /// Uncertainty histogram bins over `[0, max]`.
-pub const UNCERTAINTY_BINS: usize = 4096;
+const UNCERTAINTY_BINS: usize = 4096;
 /// Equal-width confidence bins for calibration.
-pub const CALIBRATION_BINS: usize = 15;
+const CALIBRATION_BINS: usize = 15;
 
 /// Streamed statistics of per-pixel uncertainty and confidence against correctness.
 ///
@@ -138,7 +127,7 @@ pub const CALIBRATION_BINS: usize = 15;
 /// it are exact up to one bin and assume values spread evenly inside a bin. Confidence goes into
 /// [`CALIBRATION_BINS`] bins `(i/15, (i+1)/15]` holding (pixels, summed confidence, correct).
 #[derive(Clone, Debug, PartialEq)]
-pub struct UncertaintyStats {
+pub(crate) struct UncertaintyStats {
     max: f32,
     total: Vec<u64>,
     correct: Vec<u64>,
@@ -149,7 +138,7 @@ pub struct UncertaintyStats {
 
 impl UncertaintyStats {
     /// `max`: the largest uncertainty expected (e.g. `ln(classes)` for entropy).
-    pub fn new(max: f32) -> Self {
+    pub(crate) fn new(max: f32) -> Self {
         assert!(
             max > 0.0 && max.is_finite(),
             "uncertainty range must be positive"
@@ -165,13 +154,8 @@ impl UncertaintyStats {
     }
 
     /// Pixels counted.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.total.iter().sum()
-    }
-
-    /// Accuracy over all pixels counted.
-    pub fn accuracy(&self) -> f64 {
-        ratio(self.correct.iter().sum(), self.count())
     }
 
     fn bin_width(&self) -> f64 {
@@ -189,7 +173,7 @@ impl UncertaintyStats {
 
     /// Counts one pixel.
     #[inline]
-    pub fn add_pixel(&mut self, uncertainty: f32, confidence: f32, correct: bool) {
+    fn add_pixel(&mut self, uncertainty: f32, confidence: f32, correct: bool) {
         let b = self.bin(uncertainty);
         self.total[b] += 1;
         self.correct[b] += u64::from(correct);
@@ -206,7 +190,7 @@ impl UncertaintyStats {
     ///
     /// # Panics
     /// When the four slices differ in length.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         uncertainty: &[f32],
         confidence: &[f32],
@@ -226,21 +210,9 @@ impl UncertaintyStats {
         }
     }
 
-    pub fn merge(&mut self, other: &Self) {
-        assert_eq!(self.max, other.max, "merging different uncertainty ranges");
-        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        add(&mut self.total, &other.total);
-        add(&mut self.correct, &other.correct);
-        add(&mut self.cal_count, &other.cal_count);
-        add(&mut self.cal_correct, &other.cal_correct);
-        for (a, b) in self.cal_conf.iter_mut().zip(&other.cal_conf) {
-            *a += b;
-        }
-    }
-
     /// Pixel accuracy over the `fraction` (in `(0, 1]`) of pixels with the lowest uncertainty.
     /// A bin cut in part contributes its accuracy pro rata.
-    pub fn accuracy_at_kept(&self, fraction: f64) -> f64 {
+    pub(crate) fn accuracy_at_kept(&self, fraction: f64) -> f64 {
         let keep = fraction.clamp(0.0, 1.0) * self.count() as f64;
         if keep <= 0.0 {
             return 0.0;
@@ -261,7 +233,7 @@ impl UncertaintyStats {
     }
 
     /// Expected calibration error: `sum_b n_b / n * |accuracy_b - confidence_b|` over the 15 bins.
-    pub fn ece(&self) -> f64 {
+    pub(crate) fn ece(&self) -> f64 {
         let n: u64 = self.cal_count.iter().sum();
         if n == 0 {
             return 0.0;
@@ -274,7 +246,7 @@ impl UncertaintyStats {
 
     /// Reliability diagram: per confidence bin (mean confidence, accuracy, pixels). Empty bins
     /// read `(bin centre, 0, 0)`.
-    pub fn reliability(&self) -> Vec<(f64, f64, u64)> {
+    pub(crate) fn reliability(&self) -> Vec<(f64, f64, u64)> {
         (0..CALIBRATION_BINS)
             .map(|b| {
                 let n = self.cal_count[b];
@@ -294,7 +266,7 @@ impl UncertaintyStats {
     /// PAvPU (Mukhoti & Gal 2018), pixel-wise: `(accurate and certain + inaccurate and
     /// uncertain) / n` with uncertain meaning `u >= threshold`. Exact when `threshold` is a bin
     /// edge (as [`quantile`](Self::quantile) returns for whole bins).
-    pub fn pavpu(&self, threshold: f32) -> f64 {
+    pub(crate) fn pavpu(&self, threshold: f32) -> f64 {
         let n = self.count();
         if n == 0 {
             return 0.0;
@@ -313,7 +285,7 @@ impl UncertaintyStats {
     }
 
     /// The uncertainty below which a fraction `q` of the pixels lie, interpolated inside the bin.
-    pub fn quantile(&self, q: f64) -> f32 {
+    pub(crate) fn quantile(&self, q: f64) -> f32 {
         let want = q.clamp(0.0, 1.0) * self.count() as f64;
         let w = self.bin_width();
         let mut seen = 0.0;
@@ -394,19 +366,6 @@ mod tests {
         assert_eq!(c.class_accuracy()[2], None);
     }
 
-    #[test]
-    fn confusion_merge_equals_single_pass() {
-        let (gt, pred) = three_class();
-        let mut whole = Confusion::new(3);
-        whole.add(&gt, &pred);
-        let mut a = Confusion::new(3);
-        let mut b = Confusion::new(3);
-        a.add(&gt[..5], &pred[..5]);
-        b.add(&gt[5..], &pred[5..]);
-        a.merge(&b);
-        assert_eq!(a, whole);
-    }
-
     /// Six pixels, uncertainty in [0, 1]: the three most certain are right, then wrong, right,
     /// wrong.
     fn six() -> UncertaintyStats {
@@ -472,25 +431,5 @@ mod tests {
         assert!(lowest <= 0.05 && lowest > 0.05 - w, "{lowest}");
         let highest = s.quantile(1.0);
         assert!(highest > 0.95 && highest <= 0.95 + w, "{highest}");
-    }
-
-    #[test]
-    fn uncertainty_merge_equals_single_pass() {
-        let u: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37) % 1.0).collect();
-        let conf: Vec<f32> = (0..100).map(|i| 1.0 - (i as f32 * 0.13) % 0.9).collect();
-        let gt: Vec<u8> = (0..100).map(|i| (i % 4) as u8).collect();
-        let pred: Vec<u8> = (0..100).map(|i| (i % 3) as u8).collect();
-        let mut whole = UncertaintyStats::new(1.0);
-        whole.add(&u, &conf, &gt, &pred, 3);
-        let mut a = UncertaintyStats::new(1.0);
-        let mut b = UncertaintyStats::new(1.0);
-        a.add(&u[..40], &conf[..40], &gt[..40], &pred[..40], 3);
-        b.add(&u[40..], &conf[40..], &gt[40..], &pred[40..], 3);
-        a.merge(&b);
-        assert_eq!(a.total, whole.total);
-        assert_eq!(a.correct, whole.correct);
-        assert!(close(a.ece(), whole.ece()));
-        assert!(close(a.pavpu(0.5), whole.pavpu(0.5)));
-        assert!(close(a.accuracy_at_kept(0.3), whole.accuracy_at_kept(0.3)));
     }
 }

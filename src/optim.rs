@@ -9,7 +9,7 @@ use tch::{nn, Tensor};
 
 use crate::config::{Optimizer, TrainConfig};
 
-pub struct Optim {
+pub(crate) struct Optim {
     kind: Optimizer,
     momentum: f64,
     weight_decay: f64,
@@ -28,7 +28,7 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
 impl Optim {
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> Optim {
+    pub(crate) fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> Optim {
         let mut params: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -58,7 +58,7 @@ impl Optim {
         }
     }
 
-    pub fn zero_grad(&mut self) {
+    pub(crate) fn zero_grad(&mut self) {
         for (_, p) in &self.params {
             let mut g = p.grad();
             if g.defined() {
@@ -68,7 +68,7 @@ impl Optim {
     }
 
     /// One update with learning rate `lr` from the gradients in the variables.
-    pub fn step(&mut self, lr: f64) {
+    pub(crate) fn step(&mut self, lr: f64) {
         self.steps += 1;
         let t = self.steps as f64;
         tch::no_grad(|| {
@@ -106,7 +106,7 @@ impl Optim {
     }
 
     /// The state to checkpoint, named `optim.m.<var>` / `optim.v.<var>`.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![];
         for (i, (name, _)) in self.params.iter().enumerate() {
             out.push((format!("optim.m.{name}"), self.m[i].shallow_clone()));
@@ -118,7 +118,7 @@ impl Optim {
     }
 
     /// Restores buffers saved by [`Optim::state`] (keys without the checkpoint's `state.` prefix).
-    pub fn load_state(&mut self, saved: &HashMap<String, Tensor>, steps: i64) -> Result<()> {
+    pub(crate) fn load_state(&mut self, saved: &HashMap<String, Tensor>, steps: i64) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for (i, (name, _)) in self.params.iter().enumerate() {
                 let key = format!("optim.m.{name}");
@@ -168,20 +168,56 @@ mod tests {
         assert!((got[0] + 3.4175).abs() < 1e-5, "{got:?}");
     }
 
-    #[test]
-    fn adam_first_step_moves_by_lr() {
+    /// `w` after each of two steps (lr 0.1, weight decay 0.5) on `sum(3w + w^2)` from
+    /// w = [1, -2], so that the gradient changes between the steps.
+    fn two_steps(optimizer: Optimizer) -> Vec<Vec<f32>> {
         let vs = nn::VarStore::new(Device::Cpu);
-        let w = vs.root().var("w", &[1], nn::Init::Const(1.0));
+        let w = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
         let cfg = TrainConfig {
-            optimizer: Optimizer::Adam,
-            weight_decay: 0.0,
+            optimizer,
+            weight_decay: 0.5,
             ..Default::default()
         };
         let mut opt = Optim::new(&vs, &cfg);
-        opt.zero_grad();
-        (&w * 5.0).sum(Kind::Float).backward();
-        opt.step(0.01);
-        let got: Vec<f32> = Vec::try_from(&w).unwrap();
-        assert!((got[0] - 0.99).abs() < 1e-5, "{got:?}");
+        (0..2)
+            .map(|_| {
+                opt.zero_grad();
+                (&w * 3.0 + &w * &w).sum(Kind::Float).backward();
+                opt.step(0.1);
+                Vec::try_from(&w).unwrap()
+            })
+            .collect()
+    }
+
+    fn assert_close(got: &[Vec<f32>], want: [[f32; 2]; 2]) {
+        let close = got.iter().flatten().zip(want.iter().flatten());
+        assert!(
+            close.into_iter().all(|(g, w)| (g - w).abs() < 1e-6),
+            "{got:?} vs PyTorch {want:?}"
+        );
+    }
+
+    /// Against PyTorch 2.11:
+    /// ```python
+    /// w = torch.tensor([1.0, -2.0], requires_grad=True)
+    /// opt = torch.optim.AdamW([w], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.5)
+    /// for _ in range(2):
+    ///     opt.zero_grad(); (3 * w + w * w).sum().backward(); opt.step(); print(w.tolist())
+    /// ```
+    /// Step 1 by hand: w = 1 * (1 - 0.1 * 0.5) = 0.95, then m^ = g = 5, v^ = 25, so w -= 0.1.
+    #[test]
+    fn adamw_matches_pytorch() {
+        let want = [[0.85, -1.8], [0.707_708_9, -1.614_250_9]];
+        assert_close(&two_steps(Optimizer::Adamw), want);
+    }
+
+    /// Adam's L2 decay enters the gradient, unlike AdamW's: the same snippet with
+    /// `torch.optim.Adam`.
+    #[test]
+    fn adam_with_weight_decay_matches_pytorch() {
+        let want = [[0.9, -1.9], [0.800_148_2, -1.800_568_2]];
+        assert_close(&two_steps(Optimizer::Adam), want);
     }
 }

@@ -19,50 +19,7 @@ use imageproc::rect::Rect;
 
 use crate::atomic::write_atomic;
 
-/// An uncertainty measure computed from the Monte Carlo samples.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Measure {
-    /// Variance of the softmax samples, averaged over classes (Bayesian SegNet's measure).
-    Variance,
-    /// Entropy of the mean softmax (total predictive uncertainty).
-    Entropy,
-    /// Mutual information between prediction and weights (the model's own uncertainty).
-    MutualInfo,
-}
-
-impl Measure {
-    /// The largest value the measure can take with K classes: variance `(1 - 1/K)/K` (the
-    /// class-averaged variance of samples on the simplex, reached when each sample is a one-hot
-    /// on a uniformly drawn class), entropy and mutual information `ln K`.
-    pub fn bound(self, classes: usize) -> f32 {
-        let k = classes.max(2) as f32;
-        match self {
-            Measure::Variance => (1.0 - 1.0 / k) / k,
-            Measure::Entropy | Measure::MutualInfo => k.ln(),
-        }
-    }
-
-    /// Every measure, in CLI order.
-    pub const ALL: [Measure; 3] = [Measure::Variance, Measure::Entropy, Measure::MutualInfo];
-
-    /// The CLI and file name: "variance", "entropy", "mutual-info".
-    pub fn name(self) -> &'static str {
-        match self {
-            Measure::Variance => "variance",
-            Measure::Entropy => "entropy",
-            Measure::MutualInfo => "mutual-info",
-        }
-    }
-}
-
-impl std::fmt::Display for Measure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::mc::Measure;
 
 /// How the uncertainty heatmap maps values to colours: `min` gets the colour map's first colour,
 /// `max` its last; values outside are clamped. Always `max > min`.

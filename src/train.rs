@@ -2,8 +2,9 @@
 //! validation, best weights by validation mIoU, and resumable checkpoints.
 //!
 //! Reproducibility: the epoch's shuffle, each image's augmentation and each step's dropout masks
-//! are seeded from (config seed, epoch / step), so a run killed at any point and resumed from
-//! its last checkpoint replays exactly what the uninterrupted run would have done.
+//! are seeded from (config seed, epoch / step), and validation's MC masks from the config seed,
+//! so a run killed at any point and resumed from its last checkpoint replays exactly what the
+//! uninterrupted run would have done: the same weights and the same log, timings apart.
 //!
 //! Run folder: `config.yaml` (resolved), `last.safetensors` (weights + optimiser state + progress,
 //! written atomically), `best.safetensors` (weights of the best validation mIoU), `model.safetensors`
@@ -16,23 +17,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::atomic::write_atomic;
 use crate::cli::{RecalibrateArgs, TrainArgs};
-use crate::config::{ClassWeights, Config, Schedule, WeightMethod};
-use crate::data::{self, Loader, Pair, SplitMix64};
+use crate::config::{Config, Schedule};
+use crate::data::{self, Batch, Loader, Pair};
 use crate::eval;
 use crate::model::checkpoint::{self, STATE_PREFIX};
 use crate::model::{Mode, SegNet};
 use crate::optim::Optim;
+use crate::progress;
+use crate::rng::{mix_seed, SplitMix64};
 
 /// Progress stored in a checkpoint's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Completed epochs.
     pub epoch: usize,
     /// Batches done in the current epoch.
@@ -42,13 +44,17 @@ pub struct Progress {
     pub best_miou: f64,
     /// Seconds of training so far, over all sessions of the run.
     pub elapsed: f64,
+    /// Summed loss of the current epoch's steps, so that an epoch resumed part-way logs the
+    /// loss the uninterrupted epoch would have.
+    #[serde(default)]
+    pub epoch_loss_sum: f64,
 }
 
 const PROGRESS_KEY: &str = "segnet_bayes.progress";
 
 /// One line of `log.jsonl`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct EpochLog {
+struct EpochLog {
     pub epoch: usize,
     pub step: usize,
     pub lr: f64,
@@ -66,7 +72,7 @@ pub struct EpochLog {
 /// Learning rate at `step` of `total` (linear warm-up, then the schedule). With a time budget
 /// (`train.max_minutes`), `elapsed_min` minutes count too: the schedule follows whichever of
 /// steps and time is further along, so a time-limited run still decays to the end.
-pub fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
+fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
     let t = &cfg.train;
     let warm = if t.warmup_steps > 0 && step < t.warmup_steps {
         (step + 1) as f64 / t.warmup_steps as f64
@@ -86,24 +92,14 @@ pub fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) 
 }
 
 /// The epoch's visiting order: a seeded Fisher-Yates shuffle.
-pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = SplitMix64::new(data::mix_seed(seed, epoch as u64));
+    let mut rng = SplitMix64::new(mix_seed(seed, epoch as u64));
     for i in (1..n).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         order.swap(i, j);
     }
     order
-}
-
-fn class_weights(cfg: &Config, pairs: &[Pair]) -> Result<Vec<f32>> {
-    Ok(match &cfg.data.class_weights {
-        ClassWeights::Given(w) => w.clone(),
-        ClassWeights::Computed(WeightMethod::None) => vec![1.0; cfg.model.classes as usize],
-        ClassWeights::Computed(WeightMethod::Median) => {
-            data::median_frequency_weights(pairs, &cfg.data, &cfg.model)?
-        }
-    })
 }
 
 fn save_checkpoint(
@@ -182,79 +178,25 @@ fn open_run(args: &TrainArgs, cfg: &Config) -> Result<(PathBuf, Option<checkpoin
     Ok((out, None))
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let mut cfg = Config::load(&args.config)?;
-    if let Some(root) = &args.data {
-        cfg.data.root = root.clone();
-    }
-    if let Some(m) = args.max_minutes {
-        ensure!(m > 0.0, "--max-minutes must be positive");
-        cfg.train.max_minutes = m;
-    }
-    crate::device::set_threads(args.threads)?;
-    let device = crate::device::parse(&args.device)?;
+pub(crate) fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = resolved_config(args)?;
+    let device = args.device.init()?;
     let (out, resumed) = open_run(args, &cfg)?;
     write_atomic(&out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+    let data = TrainingData::load(&cfg)?;
 
-    let train_pairs = Arc::new(data::discover(
-        &cfg.data.root,
-        &cfg.data.train_split,
-        cfg.data.limit,
-    )?);
-    let val_pairs = data::discover(&cfg.data.root, &cfg.data.val_split, cfg.data.limit)?;
-    let weights = class_weights(&cfg, &train_pairs)?;
-
+    // Seeded before the network is built: its initial weights come from this seed.
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = SegNet::new(&vs.root(), &cfg.model);
     let mut opt = Optim::new(&vs, &cfg.train);
-    let mut progress = Progress {
-        best_miou: -1.0,
-        ..Default::default()
+    let progress = match &resumed {
+        Some(ckpt) => resume(ckpt, &out, &mut vs, &mut opt)?,
+        None => start(&out),
     };
-    if let Some(ckpt) = &resumed {
-        let last = out.join("last.safetensors");
-        checkpoint::load_into(&mut vs, ckpt, &last)?;
-        progress = ckpt
-            .meta
-            .get(PROGRESS_KEY)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .with_context(|| format!("{} has no training progress", last.display()))?;
-        let state = ckpt
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| {
-                k.strip_prefix(STATE_PREFIX)
-                    .map(|k| (k.to_string(), t.to_device(device)))
-            })
-            .collect();
-        opt.load_state(&state, progress.global_step as i64)?;
-        trim_log(&out.join("log.jsonl"), progress.epoch)?;
-        println!(
-            "resuming {} at epoch {} step {} (global step {})",
-            out.display(),
-            progress.epoch + 1,
-            progress.step_in_epoch,
-            progress.global_step
-        );
-    } else {
-        let _ = std::fs::remove_file(out.join("log.jsonl"));
-    }
-    println!(
-        "training {:?} width {} on {} images ({} val), {} epochs, batch {}, {:?} lr {}, device {:?}, class weights {:?}",
-        cfg.model.arch,
-        cfg.model.width,
-        train_pairs.len(),
-        val_pairs.len(),
-        cfg.train.epochs,
-        cfg.train.batch_size,
-        cfg.train.optimizer,
-        cfg.train.lr,
-        device,
-        weights.iter().map(|w| (w * 1000.0).round() / 1000.0).collect::<Vec<_>>()
-    );
-    let weights = Tensor::from_slice(&weights).to_device(device);
+    print_plan(&cfg, &data, device);
 
+    let weights = Tensor::from_slice(&data.weights).to_device(device);
     let mut trainer = Trainer {
         cfg: &cfg,
         out: &out,
@@ -262,49 +204,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         net: &net,
         opt: &mut opt,
         weights: &weights,
-        train_pairs,
-        val_pairs: &val_pairs,
+        train_pairs: data.train.clone(),
+        val_pairs: &data.val,
         device,
+        elapsed_before: progress.elapsed,
         progress,
         session_start: Instant::now(),
     };
     let finished = trainer.train()?;
     let progress = trainer.progress.clone();
-
-    // The final model: the best validated weights (or the last ones if never validated).
-    let best = out.join("best.safetensors");
-    let mut final_vs = nn::VarStore::new(device);
-    let final_net = SegNet::new(&final_vs.root(), &cfg.model);
-    let source = if best.is_file() {
-        best
-    } else {
-        out.join("last.safetensors")
-    };
-    checkpoint::load_into(&mut final_vs, &checkpoint::read(&source)?, &source)?;
-    if cfg.train.bn_recalibrate {
-        println!(
-            "re-estimating batch-norm statistics over the training set (dropout {})",
-            if cfg.train.bn_recalibrate_dropout {
-                "on"
-            } else {
-                "off"
-            }
-        );
-        recalibrate_batchnorm(
-            &cfg,
-            &final_vs,
-            &final_net,
-            &trainer.train_pairs,
-            cfg.train.bn_recalibrate_dropout,
-        )?;
-    }
-    save_checkpoint(
-        &out.join("model.safetensors"),
-        &cfg,
-        &final_vs,
-        None,
-        &progress,
-    )?;
+    write_final_model(&cfg, &out, device, &data.train, &progress)?;
     println!(
         "{} after {} epochs ({:.1} min); best val mIoU {:.4}; model: {}",
         if finished {
@@ -320,6 +229,142 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The config file with the command line's overrides.
+fn resolved_config(args: &TrainArgs) -> Result<Config> {
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(root) = &args.data {
+        cfg.data.root = root.clone();
+    }
+    if let Some(m) = args.max_minutes {
+        ensure!(m > 0.0, "--max-minutes must be positive");
+        cfg.train.max_minutes = m;
+    }
+    Ok(cfg)
+}
+
+/// The splits and the loss's class weights.
+struct TrainingData {
+    train: Arc<Vec<Pair>>,
+    val: Vec<Pair>,
+    weights: Vec<f32>,
+}
+
+impl TrainingData {
+    fn load(cfg: &Config) -> Result<TrainingData> {
+        let d = &cfg.data;
+        let train = data::discover(&d.root, &d.train_split, d.limit)?;
+        let val = data::discover(&d.root, &d.val_split, d.limit)?;
+        let weights = data::class_weights(d, &cfg.model, &train)?;
+        Ok(TrainingData {
+            train: Arc::new(train),
+            val,
+            weights,
+        })
+    }
+}
+
+/// A new run: no progress, no log.
+fn start(out: &Path) -> Progress {
+    let _ = std::fs::remove_file(out.join("log.jsonl"));
+    Progress {
+        best_miou: -1.0,
+        ..Default::default()
+    }
+}
+
+/// Restores weights, optimiser state and progress from the run's last checkpoint, and drops
+/// the log lines of the epoch it was in.
+fn resume(
+    ckpt: &checkpoint::Checkpoint,
+    out: &Path,
+    vs: &mut nn::VarStore,
+    opt: &mut Optim,
+) -> Result<Progress> {
+    let last = out.join("last.safetensors");
+    checkpoint::load_into(vs, ckpt, &last)?;
+    let progress: Progress = ckpt
+        .meta
+        .get(PROGRESS_KEY)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| format!("{} has no training progress", last.display()))?;
+    let state = ckpt
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix(STATE_PREFIX)
+                .map(|k| (k.to_string(), t.to_device(vs.device())))
+        })
+        .collect();
+    opt.load_state(&state, progress.global_step as i64)?;
+    trim_log(&out.join("log.jsonl"), progress.epoch)?;
+    println!(
+        "resuming {} at epoch {} step {} (global step {})",
+        out.display(),
+        progress.epoch + 1,
+        progress.step_in_epoch,
+        progress.global_step
+    );
+    Ok(progress)
+}
+
+fn print_plan(cfg: &Config, data: &TrainingData, device: Device) {
+    let weights: Vec<f32> = data
+        .weights
+        .iter()
+        .map(|w| (w * 1000.0).round() / 1000.0)
+        .collect();
+    println!(
+        "training {:?} width {} on {} images ({} val), {} epochs, batch {}, {:?} lr {}, device {:?}, class weights {:?}",
+        cfg.model.arch,
+        cfg.model.width,
+        data.train.len(),
+        data.val.len(),
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        cfg.train.optimizer,
+        cfg.train.lr,
+        device,
+        weights
+    );
+}
+
+/// `model.safetensors`: the best validated weights (or the last ones if never validated),
+/// with batch norm re-estimated when the config asks.
+fn write_final_model(
+    cfg: &Config,
+    out: &Path,
+    device: Device,
+    train_pairs: &Arc<Vec<Pair>>,
+    progress: &Progress,
+) -> Result<()> {
+    let best = out.join("best.safetensors");
+    let source = if best.is_file() {
+        best
+    } else {
+        out.join("last.safetensors")
+    };
+    let mut vs = nn::VarStore::new(device);
+    let net = SegNet::new(&vs.root(), &cfg.model);
+    checkpoint::load_into(&mut vs, &checkpoint::read(&source)?, &source)?;
+    let t = &cfg.train;
+    if t.bn_recalibrate {
+        println!(
+            "re-estimating batch-norm statistics over the training set (dropout {})",
+            on_off(t.bn_recalibrate_dropout)
+        );
+        recalibrate_batchnorm(cfg, &vs, &net, train_pairs, t.bn_recalibrate_dropout)?;
+    }
+    save_checkpoint(&out.join("model.safetensors"), cfg, &vs, None, progress)
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 struct Trainer<'a> {
     cfg: &'a Config,
     out: &'a Path,
@@ -331,13 +376,135 @@ struct Trainer<'a> {
     val_pairs: &'a [Pair],
     device: Device,
     progress: Progress,
+    /// Training seconds of the run's earlier sessions.
+    elapsed_before: f64,
     session_start: Instant,
 }
 
 impl Trainer<'_> {
+    /// Runs the remaining epochs; false when stopped by `train.max_minutes`.
+    fn train(&mut self) -> Result<bool> {
+        let per_epoch = self.train_pairs.len() / self.cfg.train.batch_size;
+        ensure!(
+            per_epoch >= 1,
+            "the training split has {} images, fewer than `train.batch_size` = {}",
+            self.train_pairs.len(),
+            self.cfg.train.batch_size
+        );
+        while self.progress.epoch < self.cfg.train.epochs {
+            let start = Instant::now();
+            let mut loader = self.epoch_loader();
+            let Some(images) = self.run_epoch(&mut loader, per_epoch)? else {
+                return Ok(false);
+            };
+            let wall = start.elapsed().as_secs_f64();
+            let wait_share = loader.wait_seconds() / wall.max(1e-9);
+            drop(loader);
+            let loss = self.progress.epoch_loss_sum / self.progress.step_in_epoch.max(1) as f64;
+            self.progress.epoch += 1;
+            self.progress.step_in_epoch = 0;
+            self.progress.epoch_loss_sum = 0.0;
+            let lr = self.learning_rate(self.progress.global_step - 1, per_epoch);
+            self.end_epoch(lr, loss, images as f64 / wall, wait_share)?;
+        }
+        Ok(true)
+    }
+
+    /// The rest of the current epoch's batches, in its seeded order and augmentation.
+    fn epoch_loader(&self) -> Loader {
+        let t = &self.cfg.train;
+        let epoch = self.progress.epoch;
+        let order = epoch_order(self.train_pairs.len(), t.seed, epoch);
+        Loader::new(
+            self.train_pairs.clone(),
+            order[self.progress.step_in_epoch * t.batch_size..].to_vec(),
+            t.batch_size,
+            self.cfg.data.clone(),
+            self.cfg.model.clone(),
+            Some(mix_seed(t.seed, epoch as u64)),
+            t.prefetch,
+            true,
+        )
+    }
+
+    /// Trains on the loader's batches, checkpointing every `train.checkpoint_every` steps;
+    /// returns the images trained on, or `None` when the time limit stopped the run (after a
+    /// checkpoint).
+    fn run_epoch(&mut self, loader: &mut Loader, per_epoch: usize) -> Result<Option<usize>> {
+        let t = &self.cfg.train;
+        let bar = progress::bar(
+            Some(per_epoch as u64),
+            format!("epoch {}/{}", self.progress.epoch + 1, t.epochs),
+        );
+        bar.set_position(self.progress.step_in_epoch as u64);
+        let start = Instant::now();
+        let mut images = 0;
+        while let Some(batch) = loader.next() {
+            let batch = batch?;
+            let lr = self.learning_rate(self.progress.global_step, per_epoch);
+            self.progress.epoch_loss_sum += self.step(&batch, lr)?;
+            self.progress.step_in_epoch += 1;
+            self.progress.global_step += 1;
+            images += batch.indices.len();
+            let loss = self.progress.epoch_loss_sum / self.progress.step_in_epoch as f64;
+            let rate = images as f64 / start.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {loss:.3} {rate:.2} img/s"));
+            bar.inc(1);
+            if self.progress.global_step.is_multiple_of(t.checkpoint_every) {
+                self.save_last()?;
+            }
+            if t.max_minutes > 0.0 && self.elapsed() > t.max_minutes * 60.0 {
+                bar.abandon();
+                self.save_last()?;
+                return Ok(None);
+            }
+        }
+        bar.finish_and_clear();
+        Ok(Some(images))
+    }
+
+    /// The learning rate of step `step` (see [`learning_rate`]).
+    fn learning_rate(&self, step: usize, per_epoch: usize) -> f64 {
+        let total = per_epoch * self.cfg.train.epochs;
+        learning_rate(self.cfg, step, total, self.elapsed() / 60.0)
+    }
+
+    /// One optimisation step; returns the batch's loss.
+    fn step(&mut self, batch: &Batch, lr: f64) -> Result<f64> {
+        // Dropout masks seeded by the step, so a resumed run draws the same ones.
+        let seed = mix_seed(
+            self.cfg.train.seed ^ 0x5eed,
+            self.progress.global_step as u64,
+        );
+        tch::manual_seed(seed as i64);
+        let images = batch.images.to_device(self.device);
+        let labels = batch.labels.to_device(self.device);
+        let logits = self.net.forward(&images, Mode::TRAIN);
+        let loss = logits.cross_entropy_loss::<&Tensor>(
+            &labels,
+            Some(self.weights),
+            Reduction::Mean,
+            self.cfg.model.void(),
+            0.0,
+        );
+        self.opt.zero_grad();
+        loss.backward();
+        let value = loss.double_value(&[]);
+        ensure!(
+            value.is_finite(),
+            "loss became {value} at epoch {} step {}: training stopped; the last good checkpoint {} is intact (lower `train.lr`?)",
+            self.progress.epoch + 1,
+            self.progress.step_in_epoch,
+            self.out.join("last.safetensors").display()
+        );
+        self.opt.step(lr);
+        Ok(value)
+    }
+
     /// Writes the resumable checkpoint, unless the weights have gone non-finite: then training
     /// stops and the previous checkpoint stays as it was.
-    fn save_last(&self) -> Result<()> {
+    fn save_last(&mut self) -> Result<()> {
+        self.progress.elapsed = self.elapsed();
         let last = self.out.join("last.safetensors");
         let finite = tch::no_grad(|| {
             self.vs
@@ -354,116 +521,13 @@ impl Trainer<'_> {
         save_checkpoint(&last, self.cfg, self.vs, Some(self.opt), &self.progress)
     }
 
-    fn elapsed(&self, base: f64) -> f64 {
-        base + self.session_start.elapsed().as_secs_f64()
+    /// Training seconds of the whole run so far.
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.session_start.elapsed().as_secs_f64()
     }
 
-    /// Runs the remaining epochs; false when stopped by `train.max_minutes`.
-    fn train(&mut self) -> Result<bool> {
-        let t = &self.cfg.train;
-        let bs = t.batch_size;
-        let per_epoch = self.train_pairs.len() / bs;
-        ensure!(
-            per_epoch >= 1,
-            "the training split has {} images, fewer than `train.batch_size` = {bs}",
-            self.train_pairs.len()
-        );
-        let total_steps = per_epoch * t.epochs;
-        let base_elapsed = self.progress.elapsed;
-        let last = self.out.join("last.safetensors");
-        while self.progress.epoch < t.epochs {
-            let epoch = self.progress.epoch;
-            let skip = self.progress.step_in_epoch;
-            let order = epoch_order(self.train_pairs.len(), t.seed, epoch);
-            let order = order[skip * bs..].to_vec();
-            let mut loader = Loader::new(
-                self.train_pairs.clone(),
-                order,
-                bs,
-                self.cfg.data.clone(),
-                self.cfg.model.clone(),
-                Some(data::mix_seed(t.seed, epoch as u64)),
-                t.prefetch,
-                true,
-            );
-            let bar = progress_bar(per_epoch as u64, skip as u64, epoch + 1, t.epochs);
-            let epoch_start = Instant::now();
-            let (mut loss_sum, mut loss_n, mut images) = (0.0, 0usize, 0usize);
-            let mut lr = t.lr;
-            while let Some(batch) = loader.next() {
-                let batch = batch?;
-                lr = learning_rate(
-                    self.cfg,
-                    self.progress.global_step,
-                    total_steps,
-                    self.elapsed(base_elapsed) / 60.0,
-                );
-                tch::manual_seed(
-                    data::mix_seed(t.seed ^ 0x5eed, self.progress.global_step as u64) as i64,
-                );
-                let images_t = batch.images.to_device(self.device);
-                let labels = batch.labels.to_device(self.device);
-                let logits = self.net.forward(&images_t, Mode::TRAIN);
-                let loss = logits.cross_entropy_loss::<&Tensor>(
-                    &labels,
-                    Some(self.weights),
-                    Reduction::Mean,
-                    self.cfg.model.void(),
-                    0.0,
-                );
-                self.opt.zero_grad();
-                loss.backward();
-                let value = loss.double_value(&[]);
-                if !value.is_finite() {
-                    bail!(
-                        "loss became {value} at epoch {} step {}: training stopped; the last good checkpoint {} is intact (lower `train.lr`?)",
-                        epoch + 1,
-                        self.progress.step_in_epoch,
-                        last.display()
-                    );
-                }
-                self.opt.step(lr);
-                loss_sum += value;
-                loss_n += 1;
-                images += batch.indices.len();
-                self.progress.step_in_epoch += 1;
-                self.progress.global_step += 1;
-                let rate = images as f64 / epoch_start.elapsed().as_secs_f64();
-                bar.set_message(format!(
-                    "loss {:.3} {:.2} img/s",
-                    loss_sum / loss_n as f64,
-                    rate
-                ));
-                bar.inc(1);
-                if self.progress.global_step.is_multiple_of(t.checkpoint_every) {
-                    self.progress.elapsed = self.elapsed(base_elapsed);
-                    self.save_last()?;
-                }
-                if t.max_minutes > 0.0 && self.elapsed(base_elapsed) > t.max_minutes * 60.0 {
-                    bar.abandon();
-                    self.progress.elapsed = self.elapsed(base_elapsed);
-                    self.save_last()?;
-                    return Ok(false);
-                }
-            }
-            bar.finish_and_clear();
-            let wall = epoch_start.elapsed().as_secs_f64();
-            let wait_share = loader.wait_seconds() / wall.max(1e-9);
-            drop(loader);
-            self.progress.epoch += 1;
-            self.progress.step_in_epoch = 0;
-            self.end_epoch(
-                lr,
-                loss_sum / loss_n.max(1) as f64,
-                images as f64 / wall,
-                wait_share,
-                base_elapsed,
-            )?;
-        }
-        Ok(true)
-    }
-
-    fn end_epoch(&mut self, lr: f64, loss: f64, rate: f64, wait: f64, base: f64) -> Result<()> {
+    /// Validates when due (saving the best weights), logs the epoch and checkpoints.
+    fn end_epoch(&mut self, lr: f64, loss: f64, rate: f64, wait: f64) -> Result<()> {
         let t = &self.cfg.train;
         let epoch = self.progress.epoch;
         let mut entry = EpochLog {
@@ -480,33 +544,11 @@ impl Trainer<'_> {
             elapsed_s: 0.0,
         };
         if epoch.is_multiple_of(t.val_every) || epoch == t.epochs {
-            let v = eval::validate(
-                self.net,
-                self.val_pairs,
-                &self.cfg.data,
-                &self.cfg.model,
-                self.device,
-                t.val_samples,
-            )?;
-            entry.val_global_accuracy = Some(v.wa.global_accuracy());
-            entry.val_class_accuracy = Some(v.wa.class_average_accuracy());
-            let miou = v.wa.mean_iou();
-            entry.val_miou = Some(miou);
-            entry.val_mc_miou = v.mc.as_ref().map(|c| c.mean_iou());
-            if miou > self.progress.best_miou {
-                self.progress.best_miou = miou;
-                self.progress.elapsed = self.elapsed(base);
-                save_checkpoint(
-                    &self.out.join("best.safetensors"),
-                    self.cfg,
-                    self.vs,
-                    None,
-                    &self.progress,
-                )?;
-            }
+            self.validate(&mut entry)?;
         }
-        self.progress.elapsed = self.elapsed(base);
-        entry.elapsed_s = self.progress.elapsed;
+        // The log line before the checkpoint: a run killed in between redoes the epoch and
+        // trims the line, rather than resuming after an epoch the log lacks.
+        entry.elapsed_s = self.elapsed();
         append_log(&self.out.join("log.jsonl"), &entry)?;
         self.save_last()?;
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
@@ -524,18 +566,31 @@ impl Trainer<'_> {
         );
         Ok(())
     }
-}
 
-fn progress_bar(len: u64, pos: u64, epoch: usize, epochs: usize) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
-    bar.set_position(pos);
-    bar
+    /// Scores the validation split into `entry`; a new best mIoU saves `best.safetensors`.
+    fn validate(&mut self, entry: &mut EpochLog) -> Result<()> {
+        let v = eval::validate(
+            self.net,
+            self.val_pairs,
+            &self.cfg.data,
+            &self.cfg.model,
+            self.device,
+            self.cfg.train.val_samples,
+            self.cfg.train.seed,
+        )?;
+        let miou = v.wa.mean_iou();
+        entry.val_global_accuracy = Some(v.wa.global_accuracy());
+        entry.val_class_accuracy = Some(v.wa.class_average_accuracy());
+        entry.val_miou = Some(miou);
+        entry.val_mc_miou = v.mc.as_ref().map(|c| c.mean_iou());
+        if miou > self.progress.best_miou {
+            self.progress.best_miou = miou;
+            self.progress.elapsed = self.elapsed();
+            let best = self.out.join("best.safetensors");
+            save_checkpoint(&best, self.cfg, self.vs, None, &self.progress)?;
+        }
+        Ok(())
+    }
 }
 
 /// Re-estimates batch-norm running statistics as exact averages over the training set, with
@@ -544,7 +599,7 @@ fn progress_bar(len: u64, pos: u64, epoch: usize, epochs: usize) -> ProgressBar 
 /// tch's batch norm updates its running statistics as an exponential average with momentum
 /// 0.1; from the value before and after each batch we recover the batch's own statistics and
 /// keep their cumulative mean instead.
-pub fn recalibrate_batchnorm(
+fn recalibrate_batchnorm(
     cfg: &Config,
     vs: &nn::VarStore,
     net: &SegNet,
@@ -603,15 +658,14 @@ pub fn recalibrate_batchnorm(
 
 /// `segnet-bayes recalibrate`: re-estimates a trained model's batch-norm statistics over the
 /// training split of a config, and writes the result as a new model.
-pub fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
+pub(crate) fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
     let mut cfg = Config::load(&args.config)?;
     if let Some(root) = &args.data {
         cfg.data.root = root.clone();
     }
     cfg.train.bn_recalibrate = true;
     cfg.train.bn_recalibrate_dropout = args.dropout;
-    crate::device::set_threads(args.threads)?;
-    let device = crate::device::parse(&args.device)?;
+    let device = args.device.init()?;
     let (vs, net, ckpt) = checkpoint::load_model(&args.model, device)?;
     let diffs = checkpoint::config_differences(&ckpt.config, &cfg.model);
     ensure!(
@@ -631,7 +685,7 @@ pub fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
     println!(
         "re-estimated batch norm over {} images (dropout {}) -> {}",
         pairs.len(),
-        if args.dropout { "on" } else { "off" },
+        on_off(args.dropout),
         args.out.display()
     );
     Ok(())

@@ -6,7 +6,7 @@ use tch::Tensor;
 
 /// The same values with channels-last strides (NHWC in memory, NCHW in shape): libtorch's CPU
 /// convolutions (oneDNN) run about 20% faster so, and their outputs keep the layout.
-pub fn channels_last(t: &Tensor) -> Tensor {
+pub(crate) fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
@@ -15,7 +15,7 @@ pub fn channels_last(t: &Tensor) -> Tensor {
 /// Batch norm is driven by its own `bn_train` flag, never by "is the model training": MC
 /// dropout needs dropout on while batch norm uses its running statistics.
 #[derive(Debug)]
-pub struct ConvBn {
+pub(crate) struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
     relu: bool,
@@ -25,7 +25,7 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub fn new(p: nn::Path, cin: i64, cout: i64, k: i64, relu: bool) -> ConvBn {
+    pub(crate) fn new(p: nn::Path, cin: i64, cout: i64, k: i64, relu: bool) -> ConvBn {
         let cfg = nn::ConvConfig {
             padding: k / 2,
             ..Default::default()
@@ -41,7 +41,7 @@ impl ConvBn {
 
     /// # Shapes
     /// `[N, cin, H, W]` -> `[N, cout, H, W]`
-    pub fn forward(&self, xs: &Tensor, bn_train: bool) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor, bn_train: bool) -> Tensor {
         let mut ys = match (&self.folded, bn_train) {
             (Some((w, b)), false) => xs.conv2d(w, Some(b), 1, self.padding, 1, 1),
             _ => self.bn.forward_t(&xs.apply(&self.conv), bn_train),
@@ -56,7 +56,7 @@ impl ConvBn {
     /// Folds the batch-norm running statistics into the conv weights, so that inference
     /// (`bn_train = false`) runs one conv instead of conv + normalisation. Call again after the
     /// weights change; training (`bn_train = true`) ignores the folded copy.
-    pub fn fold(&mut self) {
+    pub(crate) fn fold(&mut self) {
         let _guard = tch::no_grad_guard();
         let eps = 1e-5;
         let gamma = self.bn.ws.as_ref().expect("affine batch norm");
@@ -70,25 +70,21 @@ impl ConvBn {
         let b = (bias - &self.bn.running_mean) * &scale + beta;
         self.folded = Some((channels_last(&w.detach()), b.detach()));
     }
-
-    pub fn unfold(&mut self) {
-        self.folded = None;
-    }
 }
 
 /// Where a pool happened: the argmax indices and the size before pooling, so the decoder
 /// can unpool to exactly that size (360 -> 180 -> 90 -> 45 -> 22 must come back to 45).
 #[derive(Debug)]
-pub struct Switches {
+pub(crate) struct Switches {
     /// `[N, C, H/2, W/2]` int64
-    pub indices: Tensor,
+    pub(crate) indices: Tensor,
     /// `[H, W]` before pooling
-    pub size: [i64; 2],
+    pub(crate) size: [i64; 2],
 }
 
 impl Switches {
     /// The same switches for `n` samples of one image (`indices` has batch 1).
-    pub fn expand(&self, n: i64) -> Switches {
+    pub(crate) fn expand(&self, n: i64) -> Switches {
         let mut shape = self.indices.size();
         shape[0] = n;
         Switches {
@@ -101,12 +97,12 @@ impl Switches {
 
 /// An encoder stage: convs, then a 2x2 max pool that keeps its indices.
 #[derive(Debug)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     convs: Vec<ConvBn>,
 }
 
 impl Encoder {
-    pub fn new(p: nn::Path, channels: &[(i64, i64)], k: i64) -> Encoder {
+    pub(crate) fn new(p: nn::Path, channels: &[(i64, i64)], k: i64) -> Encoder {
         let convs = channels
             .iter()
             .enumerate()
@@ -117,7 +113,7 @@ impl Encoder {
 
     /// # Shapes
     /// `[N, C, H, W]` -> `[N, C', floor(H/2), floor(W/2)]` and the switches.
-    pub fn forward(&self, xs: &Tensor, bn_train: bool) -> (Tensor, Switches) {
+    pub(crate) fn forward(&self, xs: &Tensor, bn_train: bool) -> (Tensor, Switches) {
         let ys = self
             .convs
             .iter()
@@ -127,20 +123,20 @@ impl Encoder {
         (pooled, Switches { indices, size })
     }
 
-    pub fn fold(&mut self) {
+    pub(crate) fn fold(&mut self) {
         self.convs.iter_mut().for_each(ConvBn::fold);
     }
 }
 
 /// A decoder stage: unpool with the mirrored encoder's switches, then convs.
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     convs: Vec<ConvBn>,
 }
 
 impl Decoder {
     /// `relu[i]` says whether conv i is followed by ReLU (SegNet-Basic's decoder has none).
-    pub fn new(p: nn::Path, channels: &[(i64, i64)], k: i64, relu: bool) -> Decoder {
+    pub(crate) fn new(p: nn::Path, channels: &[(i64, i64)], k: i64, relu: bool) -> Decoder {
         let convs = channels
             .iter()
             .enumerate()
@@ -151,12 +147,12 @@ impl Decoder {
 
     /// # Shapes
     /// `[N, C, h, w]` -> `[N, C', H, W]` with `[H, W] = switches.size`.
-    pub fn forward(&self, xs: &Tensor, switches: &Switches, bn_train: bool) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor, switches: &Switches, bn_train: bool) -> Tensor {
         let up = xs.max_unpool2d(&switches.indices, switches.size);
         self.convs.iter().fold(up, |x, c| c.forward(&x, bn_train))
     }
 
-    pub fn fold(&mut self) {
+    pub(crate) fn fold(&mut self) {
         self.convs.iter_mut().for_each(ConvBn::fold);
     }
 }

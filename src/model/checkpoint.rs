@@ -14,18 +14,19 @@ use safetensors::SafeTensors;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::segnet::SegNet;
+use crate::atomic::write_atomic;
 use crate::config::ModelConfig;
 
 /// Metadata key holding the model config as JSON.
 const CONFIG_KEY: &str = "segnet_bayes.model";
 /// Prefix of tensors that are not model weights.
-pub const STATE_PREFIX: &str = "state.";
+pub(crate) const STATE_PREFIX: &str = "state.";
 
 /// A checkpoint read from disk.
 pub struct Checkpoint {
     pub config: ModelConfig,
     /// Other metadata (training progress, ...).
-    pub meta: BTreeMap<String, String>,
+    pub(crate) meta: BTreeMap<String, String>,
     /// Every tensor in the file, on the CPU.
     pub tensors: HashMap<String, Tensor>,
 }
@@ -41,8 +42,8 @@ fn to_bytes(t: &Tensor) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Writes weights (and optional training state) atomically: a temporary file in the same
-/// folder, then a rename, so an interrupted save never leaves a half-written checkpoint.
+/// Writes weights (and optional training state) atomically, so an interrupted save never leaves
+/// a half-written checkpoint.
 pub fn save(
     path: &Path,
     config: &ModelConfig,
@@ -72,12 +73,9 @@ pub fn save(
         .collect::<Vec<_>>();
     let mut info: HashMap<String, String> = meta.clone().into_iter().collect();
     info.insert(CONFIG_KEY.into(), serde_json::to_string(config)?);
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, &Some(info), &tmp)
-        .with_context(|| format!("cannot write checkpoint {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move checkpoint into place at {}", path.display()))?;
-    Ok(())
+    let file = safetensors::serialize(views, &Some(info))
+        .with_context(|| format!("cannot encode checkpoint {}", path.display()))?;
+    write_atomic(path, &file)
 }
 
 /// Reads a checkpoint written by [`save`].
@@ -131,7 +129,7 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
 }
 
 /// The fields in which two model configs differ, as `key: a vs b`.
-pub fn config_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
+pub(crate) fn config_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
     let mut out = vec![];
     let mut diff = |k: &str, x: String, y: String| {
         if x != y {
@@ -150,7 +148,7 @@ pub fn config_differences(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
 }
 
 /// Copies the checkpoint's weights into `vs`, requiring exactly the same names and shapes.
-pub fn load_into(vs: &mut nn::VarStore, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+pub(crate) fn load_into(vs: &mut nn::VarStore, ckpt: &Checkpoint, path: &Path) -> Result<()> {
     let vars = vs.variables();
     let mut problems = vec![];
     for (name, var) in &vars {
@@ -236,7 +234,11 @@ mod tests {
         let a = net.forward(&x, Mode::DETERMINISTIC);
         let b = net2.forward(&x, Mode::DETERMINISTIC);
         assert!(a.allclose(&b, 1e-6, 1e-6, false));
-        assert!(!dir.path().join("m.safetensors.tmp").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The networks: building blocks, SegNet / SegNet-Basic with MC dropout, and checkpoints.
 
-pub mod blocks;
+mod blocks;
 pub mod checkpoint;
-pub mod segnet;
+mod segnet;
 
-pub use segnet::{Mode, Prefix, SegNet};
+pub(crate) use segnet::Mode;
+pub use segnet::SegNet;

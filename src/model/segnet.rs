@@ -15,28 +15,29 @@ use tch::Tensor;
 
 use super::blocks::{Decoder, Encoder, Switches};
 use crate::config::{Arch, ModelConfig};
+use crate::rng::mix_seed;
 
 /// The two independent switches of a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mode {
+pub(crate) struct Mode {
     /// Element-wise dropout at the configured positions (on for training and MC sampling).
-    pub dropout: bool,
+    pub(crate) dropout: bool,
     /// Batch norm from batch statistics, updating the running ones (training only).
-    pub bn_train: bool,
+    pub(crate) bn_train: bool,
 }
 
 impl Mode {
-    pub const TRAIN: Mode = Mode {
+    pub(crate) const TRAIN: Mode = Mode {
         dropout: true,
         bn_train: true,
     };
     /// Monte Carlo dropout: dropout on, batch norm on its running statistics.
-    pub const MC: Mode = Mode {
+    pub(crate) const MC: Mode = Mode {
         dropout: true,
         bn_train: false,
     };
     /// Weight averaging: one deterministic pass.
-    pub const DETERMINISTIC: Mode = Mode {
+    pub(crate) const DETERMINISTIC: Mode = Mode {
         dropout: false,
         bn_train: false,
     };
@@ -44,24 +45,31 @@ impl Mode {
 
 /// What the deterministic prefix hands to the stochastic suffix.
 #[derive(Debug)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     /// `[N, C, h, w]` output of the last step of the prefix (before its dropout).
-    pub features: Tensor,
+    features: Tensor,
     /// Switches of the encoders run so far, `switches[i]` from `enc{i+1}`.
-    pub switches: Vec<Switches>,
+    pub(crate) switches: Vec<Switches>,
     /// First step the suffix runs.
-    pub next_step: usize,
+    next_step: usize,
+    /// One seed per sample of the batch when each sample's dropout masks must depend on its
+    /// own seed alone (MC sampling: then how samples are batched does not change them);
+    /// `None`: one draw for the whole batch from libtorch's generator (training).
+    sample_seeds: Option<Vec<u64>>,
 }
 
 impl Prefix {
-    /// The same prefix for `n` samples of one image (features of batch 1).
-    pub fn expand(&self, n: i64) -> Prefix {
+    /// The same prefix (of one image, batch 1) for the samples with these seeds: sample `i`'s
+    /// dropout masks are drawn from `seeds[i]` and the dropout step only.
+    pub(crate) fn for_samples(&self, seeds: &[u64]) -> Prefix {
+        let n = seeds.len() as i64;
         let mut shape = self.features.size();
         shape[0] = n;
         Prefix {
             features: self.features.expand(&shape, false),
             switches: self.switches.iter().map(|s| s.expand(n)).collect(),
             next_step: self.next_step,
+            sample_seeds: Some(seeds.to_vec()),
         }
     }
 }
@@ -183,7 +191,7 @@ impl SegNet {
         }
     }
 
-    pub fn config(&self) -> &ModelConfig {
+    pub(crate) fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -201,7 +209,7 @@ impl SegNet {
     }
 
     /// Whether two passes with dropout on can differ at all.
-    pub fn is_stochastic(&self) -> bool {
+    pub(crate) fn is_stochastic(&self) -> bool {
         self.config.dropout > 0.0 && self.dropout_after.iter().any(|d| *d)
     }
 
@@ -221,7 +229,7 @@ impl SegNet {
     ///
     /// # Shapes
     /// `xs: [N, 3, H, W]` normalised images, H and W at least 32.
-    pub fn prefix(&self, xs: &Tensor, bn_train: bool) -> Prefix {
+    pub(crate) fn prefix(&self, xs: &Tensor, bn_train: bool) -> Prefix {
         let mut switches = vec![];
         let split = self.split();
         let mut features = super::blocks::channels_last(xs);
@@ -232,6 +240,7 @@ impl SegNet {
             features,
             switches,
             next_step: split,
+            sample_seeds: None,
         }
     }
 
@@ -239,8 +248,9 @@ impl SegNet {
     ///
     /// # Shapes
     /// returns logits `[N, classes, H, W]`, N the batch of `prefix.features`.
-    pub fn suffix(&self, prefix: &Prefix, mode: Mode) -> Tensor {
-        let p = self.config.dropout;
+    pub(crate) fn suffix(&self, prefix: &Prefix, mode: Mode) -> Tensor {
+        let dropout_on = mode.dropout && self.config.dropout > 0.0;
+        let seeds = prefix.sample_seeds.as_deref();
         let mut switches: Vec<Switches> = prefix
             .switches
             .iter()
@@ -251,34 +261,57 @@ impl SegNet {
             .collect();
         let mut xs = prefix.features.shallow_clone();
         let first = prefix.next_step;
-        if first > 0 && self.dropout_after[first - 1] && mode.dropout && p > 0.0 {
-            xs = xs.dropout(p, true);
+        if first > 0 && self.dropout_after[first - 1] && dropout_on {
+            xs = self.dropout(&xs, first - 1, seeds);
         }
         for step in first..self.steps() {
             xs = self.run_step(step, xs, &mut switches, mode.bn_train);
-            if self.dropout_after[step] && mode.dropout && p > 0.0 {
-                xs = xs.dropout(p, true);
+            if self.dropout_after[step] && dropout_on {
+                xs = self.dropout(&xs, step, seeds);
             }
         }
         self.classifier.forward(&xs)
+    }
+
+    /// Element-wise dropout after `step`: what `Tensor::dropout` does (keep with probability
+    /// 1 - p, scale by 1 / (1 - p)), with each sample's mask drawn after seeding libtorch's
+    /// generator from (its seed, `step`) when seeds are given.
+    ///
+    /// # Shapes
+    /// `xs: [N, C, h, w]`, `seeds`: N of them.
+    fn dropout(&self, xs: &Tensor, step: usize, seeds: Option<&[u64]>) -> Tensor {
+        let p = self.config.dropout;
+        let Some(seeds) = seeds else {
+            return xs.dropout(p, true);
+        };
+        let s = xs.size();
+        // Drawn as [N, h, w, C] and viewed as [N, C, h, w]: the channels-last layout of the
+        // features, in which each sample's mask is one contiguous block to fill.
+        let mut mask = Tensor::empty([s[0], s[2], s[3], s[1]], (xs.kind(), xs.device()));
+        for (i, seed) in seeds.iter().enumerate() {
+            tch::manual_seed(mix_seed(*seed, step as u64) as i64);
+            let _ = mask.get(i as i64).bernoulli_float_(1.0 - p);
+        }
+        let _ = mask.g_div_scalar_(1.0 - p);
+        xs * mask.permute([0, 3, 1, 2])
     }
 
     /// One full pass.
     ///
     /// # Shapes
     /// `[N, 3, H, W]` -> logits `[N, classes, H, W]`
-    pub fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         self.suffix(&self.prefix(xs, mode.bn_train), mode)
     }
 
     /// Folds batch norm into the convs for faster inference (see `ConvBn::fold`).
-    pub fn fold_batchnorm(&mut self) {
+    pub(crate) fn fold_batchnorm(&mut self) {
         self.encoders.iter_mut().for_each(Encoder::fold);
         self.decoders.iter_mut().for_each(Decoder::fold);
     }
 
     /// Multiply-adds x2 of one full pass at `[h, w]` (convolutions only), for GFLOP/s figures.
-    pub fn flops(&self, vs: &nn::VarStore, h: i64, w: i64) -> (f64, f64) {
+    pub(crate) fn flops(&self, vs: &nn::VarStore, h: i64, w: i64) -> (f64, f64) {
         let split = self.split();
         let n = self.encoders.len();
         let mut total = 0.0;
@@ -352,6 +385,31 @@ mod tests {
         assert_eq!(pre.next_step, 3, "first dropout follows enc3");
         let split = net.suffix(&pre, Mode::MC);
         assert!(full.allclose(&split, 1e-5, 1e-6, false));
+    }
+
+    #[test]
+    fn seeded_dropout_keeps_one_minus_p_and_each_sample_follows_its_own_seed() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_vs, net) = tiny(Arch::Segnet, 0.5);
+        let ones = super::super::blocks::channels_last(&Tensor::ones(
+            [2, 8, 16, 16],
+            (Kind::Float, Device::Cpu),
+        ));
+        let both = net.dropout(&ones, 3, Some(&[5, 6]));
+        let v: Vec<f32> = Vec::try_from(both.flatten(0, -1)).unwrap();
+        assert!(
+            v.iter().all(|&x| x == 0.0 || x == 2.0),
+            "kept values scale by 1/(1-p)"
+        );
+        let kept = v.iter().filter(|&&x| x == 2.0).count() as f64 / v.len() as f64;
+        assert!((kept - 0.5).abs() < 0.05, "kept share {kept}");
+        let alone = net.dropout(&ones.narrow(0, 1, 1), 3, Some(&[6]));
+        assert!(both.narrow(0, 1, 1).equal(&alone));
+        assert!(!both.get(0).equal(&both.get(1)));
+        assert!(
+            !net.dropout(&ones, 4, Some(&[5, 6])).equal(&both),
+            "masks differ per step"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use segnet_bayes::cli::SamplingArgs;
-use segnet_bayes::render::Measure;
+use segnet_bayes::mc::Measure;
 
 #[derive(Parser, Debug)]
 #[command(

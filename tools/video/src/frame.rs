@@ -7,7 +7,8 @@ use std::borrow::Cow;
 
 use image::{GenericImage, Rgb, RgbImage};
 use segnet_bayes::config::ModelConfig;
-use segnet_bayes::render::{self, Measure, Scale};
+use segnet_bayes::mc::Measure;
+use segnet_bayes::render::{self, Scale};
 
 use crate::cli::Layout;
 

@@ -23,9 +23,9 @@ use indicatif::ProgressBar;
 use opencv::core::{Mat, Vec3b};
 use opencv::videoio::{VideoWriter, VideoWriterTrait};
 use rayon::prelude::*;
-use segnet_bayes::infer::{class_bytes, to_vec_f32, Predictor};
-use segnet_bayes::mc::Prediction;
-use segnet_bayes::render::{self, Measure};
+use segnet_bayes::infer::Predictor;
+use segnet_bayes::mc::{Measure, Prediction};
+use segnet_bayes::render;
 use tch::Kind;
 
 use crate::frame::{self, Stats, Style};
@@ -225,8 +225,8 @@ fn render_stage(ctx: &Job, rx: Receiver<Vec<Work>>, tx: SyncSender<Vec<Drawn>>) 
 
 fn draw_new(ctx: &Job, frame: Frame, pred: Prediction) -> Result<Drawn> {
     let style = ctx.style;
-    let classes = class_bytes(&pred);
-    let values = to_vec_f32(pred.measure(style.measure));
+    let classes = pred.class_bytes();
+    let values = pred.measure_values(style.measure);
     let means = Measure::ALL.map(|m| pred.measure(m).mean(Kind::Float).double_value(&[]));
     let stats = Stats::new(means, &classes, ctx.classes, &values, ctx.threshold);
     let overlay = style.overlay(&frame.image, &classes);

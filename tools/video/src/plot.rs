@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 use image::RgbImage;
+use segnet_bayes::mc::Measure;
 use segnet_bayes::plot::{self, LineChart, Series};
-use segnet_bayes::render::Measure;
 
 use crate::table::Row;
 

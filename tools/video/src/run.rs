@@ -53,7 +53,8 @@ pub(crate) fn run(cli: &Cli) -> Result<()> {
         }
         infer::prepare_out_dir(d)?;
     }
-    let predictor = Predictor::load(&cli.sampling, !cli.no_dropout)?;
+    let device = cli.sampling.device.init()?;
+    let predictor = Predictor::load(&cli.sampling.options(device, !cli.no_dropout))?;
     stop::install();
     let mut failed = 0;
     for (source, dir) in sources.iter().zip(&dirs) {

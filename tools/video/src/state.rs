@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use segnet_bayes::atomic::write_atomic;
-use segnet_bayes::render::Measure;
+use segnet_bayes::mc::Measure;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Codec;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use segnet_bayes::atomic::write_atomic;
-use segnet_bayes::render::Measure;
+use segnet_bayes::mc::Measure;
 
 use crate::frame::Stats;
 

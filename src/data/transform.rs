@@ -1,0 +1,216 @@
+//! One training or validation example: resize to the network's input size, and the seeded
+//! augmentation (random scale and crop, horizontal flip) applied to image and label alike.
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::{load_pair, Pair};
+use crate::config::{DataConfig, ModelConfig};
+use crate::image_io;
+use crate::rng::SplitMix64;
+
+/// One example after transforms.
+///
+/// # Shapes
+/// `image`: `[3, H, W]` f32, normalised with `model.mean`/`model.std`; `label`: `[H, W]` i64.
+#[derive(Debug)]
+pub(crate) struct Example {
+    pub image: Tensor,
+    pub label: Tensor,
+}
+
+/// Where a crop window of one axis comes from and goes to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Span {
+    src: u32,
+    dst: u32,
+    len: u32,
+}
+
+/// A random crop of `target` from `len` pixels; when `len < target` the whole axis is placed at
+/// a random offset and the rest is padding.
+fn span(len: u32, target: u32, rng: &mut SplitMix64) -> Span {
+    if len >= target {
+        let src = rng.below(u64::from(len - target) + 1) as u32;
+        Span {
+            src,
+            dst: 0,
+            len: target,
+        }
+    } else {
+        let dst = rng.below(u64::from(target - len) + 1) as u32;
+        Span { src: 0, dst, len }
+    }
+}
+
+/// Nearest-neighbour resize of a label (pixel centres map to pixel centres).
+fn resize_nearest(label: &[u8], w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
+    if (w, h) == (nw, nh) {
+        return label.to_vec();
+    }
+    let src =
+        |o: u32, n: u32, s: u32| ((((o as f64 + 0.5) * s as f64) / n as f64) as u32).min(s - 1);
+    let xs: Vec<usize> = (0..nw).map(|x| src(x, nw, w) as usize).collect();
+    let mut out = Vec::with_capacity(nw as usize * nh as usize);
+    for y in 0..nh {
+        let row = &label[src(y, nh, h) as usize * w as usize..][..w as usize];
+        out.extend(xs.iter().map(|&x| row[x]));
+    }
+    out
+}
+
+/// Loads, resizes and (with a seed) augments one pair.
+///
+/// Without augmentation the image is resized (bilinear) to `model.input_size` when set and the
+/// label with nearest neighbour. With `augment = Some(seed)`: if `data.augment.scale = [a, b]`,
+/// the pair is scaled to `s * input_size` with `s ~ U(a, b)` and a random `input_size` window is
+/// cropped (padded with void label and a zero, i.e. mean-coloured, image where the scaled pair is
+/// smaller); then, if `data.augment.hflip`, both are flipped horizontally with probability 0.5.
+/// The same seed gives the same example.
+pub(crate) fn prepare(
+    pair: &Pair,
+    cfg: &DataConfig,
+    model: &ModelConfig,
+    augment: Option<u64>,
+) -> Result<Example> {
+    let (img, (w, h, label)) = load_pair(pair, cfg, model)?;
+    let void = model.classes as u8;
+    let [th, tw] = model
+        .input_size
+        .map_or([h, w], |[th, tw]| [th as u32, tw as u32]);
+    let mut rng = augment.map(SplitMix64::new);
+    let scale = match (&mut rng, cfg.augment.scale) {
+        (Some(rng), Some([a, b])) => Some(a as f64 + (b - a) as f64 * rng.next_f64()),
+        _ => None,
+    };
+    let (image, label) = match scale {
+        None => {
+            let img = image_io::resize_rgb(&img, [th as i64, tw as i64]);
+            let label = resize_nearest(&label, w, h, tw, th);
+            (image_io::to_tensor(&img, model.mean, model.std), label)
+        }
+        Some(s) => {
+            let rng = rng.as_mut().expect("scale implies a seed");
+            let (sw, sh) = (
+                ((tw as f64 * s).round() as u32).max(1),
+                ((th as f64 * s).round() as u32).max(1),
+            );
+            let img = image_io::resize_rgb(&img, [sh as i64, sw as i64]);
+            let label = resize_nearest(&label, w, h, sw, sh);
+            let (sx, sy) = (span(sw, tw, rng), span(sh, th, rng));
+            let crop = image::imageops::crop_imm(&img, sx.src, sy.src, sx.len, sy.len).to_image();
+            let part = image_io::to_tensor(&crop, model.mean, model.std);
+            let canvas = Tensor::zeros(
+                [3, th as i64, tw as i64],
+                (tch::Kind::Float, tch::Device::Cpu),
+            );
+            canvas
+                .narrow(1, sy.dst as i64, sy.len as i64)
+                .narrow(2, sx.dst as i64, sx.len as i64)
+                .copy_(&part);
+            let mut out = vec![void; tw as usize * th as usize];
+            for r in 0..sy.len as usize {
+                let from = (sy.src as usize + r) * sw as usize + sx.src as usize;
+                let to = (sy.dst as usize + r) * tw as usize + sx.dst as usize;
+                out[to..to + sx.len as usize].copy_from_slice(&label[from..from + sx.len as usize]);
+            }
+            (canvas, out)
+        }
+    };
+    let flip = cfg.augment.hflip && rng.as_mut().is_some_and(|r| r.next_f64() < 0.5);
+    let (image, label) = if flip {
+        let mut flipped = label;
+        flipped
+            .chunks_mut(tw as usize)
+            .for_each(|row| row.reverse());
+        (image.flip([2]), flipped)
+    } else {
+        (image, label)
+    };
+    let label: Vec<i64> = label.into_iter().map(i64::from).collect();
+    Ok(Example {
+        image,
+        label: Tensor::from_slice(&label).view([th as i64, tw as i64]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::fixtures::{data, model, write_pair};
+
+    #[test]
+    fn prepare_resizes_image_and_label_to_input_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_pair(dir.path(), "train", "a", 64, 48);
+        let ex = prepare(&p, &data(dir.path()), &model(2, Some([32, 40])), None).unwrap();
+        assert_eq!(ex.image.size(), vec![3, 32, 40]);
+        assert_eq!(ex.label.size(), vec![32, 40]);
+        assert_eq!(ex.image.kind(), tch::Kind::Float);
+        assert_eq!(ex.label.kind(), tch::Kind::Int64);
+        let row: Vec<i64> = Vec::try_from(ex.label.get(0)).unwrap();
+        assert_eq!(row, [vec![0; 20], vec![1; 20]].concat());
+    }
+
+    /// Label 0 must sit exactly where the image is red, whatever the augmentation did.
+    fn assert_consistent(ex: &Example, void: i64) -> bool {
+        let red: Vec<f32> = Vec::try_from(ex.image.get(0).flatten(0, -1)).unwrap();
+        let blue: Vec<f32> = Vec::try_from(ex.image.get(2).flatten(0, -1)).unwrap();
+        let label: Vec<i64> = Vec::try_from(ex.label.flatten(0, -1)).unwrap();
+        for ((r, b), l) in red.iter().zip(&blue).zip(&label) {
+            match l {
+                0 => assert!(*r > 0.5 && *b < 0.5),
+                1 => assert!(*b > 0.5 && *r < 0.5),
+                v => assert!(*v == void && *r == 0.0 && *b == 0.0),
+            }
+        }
+        label[0] == 1 // flipped
+    }
+
+    #[test]
+    fn flip_moves_image_and_label_together_and_is_seeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_pair(dir.path(), "train", "a", 32, 32);
+        let (cfg, m) = (data(dir.path()), model(2, None));
+        let flips: Vec<bool> = (0..16)
+            .map(|s| assert_consistent(&prepare(&p, &cfg, &m, Some(s)).unwrap(), 2))
+            .collect();
+        assert!(flips.contains(&true) && flips.contains(&false), "{flips:?}");
+        let again: Vec<bool> = (0..16)
+            .map(|s| assert_consistent(&prepare(&p, &cfg, &m, Some(s)).unwrap(), 2))
+            .collect();
+        assert_eq!(flips, again);
+        assert!(!assert_consistent(&prepare(&p, &cfg, &m, None).unwrap(), 2));
+    }
+
+    #[test]
+    fn scale_down_pads_with_void_and_zero_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_pair(dir.path(), "train", "a", 64, 64);
+        let mut cfg = data(dir.path());
+        cfg.augment = crate::config::AugmentConfig {
+            hflip: false,
+            scale: Some([0.5, 0.5]),
+        };
+        let ex = prepare(&p, &cfg, &model(2, Some([32, 32])), Some(3)).unwrap();
+        assert_eq!(ex.image.size(), vec![3, 32, 32]);
+        let label: Vec<i64> = Vec::try_from(ex.label.flatten(0, -1)).unwrap();
+        // A 16x16 pair inside a 32x32 canvas: 3/4 of the pixels are void.
+        assert_eq!(label.iter().filter(|&&v| v == 2).count(), 32 * 32 - 16 * 16);
+        let red: Vec<f32> = Vec::try_from(ex.image.get(0).flatten(0, -1)).unwrap();
+        for (r, l) in red.iter().zip(&label) {
+            if *l == 2 {
+                assert_eq!(*r, 0.0);
+            }
+        }
+        cfg.augment.scale = Some([1.5, 2.0]);
+        for s in 0..4 {
+            let ex = prepare(&p, &cfg, &model(2, Some([32, 32])), Some(s)).unwrap();
+            assert_eq!(ex.label.size(), vec![32, 32]);
+            assert!(Vec::<i64>::try_from(ex.label.flatten(0, -1))
+                .unwrap()
+                .iter()
+                .all(|&v| v < 2));
+        }
+    }
+}
