@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A bar over `len` items, or a counter when the length is unknown, labelled `prefix`:
 /// `prefix [=====>    ] 12/100 <message> ETA 1m`. Callers put their rate and running figures in
 /// the message. Hidden when stderr is not a terminal (logs, pipes, tests).
-pub(crate) fn bar(len: Option<u64>, prefix: impl Into<String>) -> ProgressBar {
+pub fn bar(len: Option<u64>, prefix: impl Into<String>) -> ProgressBar {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {

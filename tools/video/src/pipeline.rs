@@ -293,6 +293,10 @@ fn encode_stage(
                 )?;
                 writer.write(&mat).context("encoding a frame")?;
                 progress.inc(1);
+                // Frames arrive a batch at a time: the average since the start is steadier
+                // than the bar's own moving estimate.
+                let rate = progress.position() as f64 / progress.elapsed().as_secs_f64().max(1e-3);
+                progress.set_message(format!("{rate:.1} frames/s"));
                 if let Some(row) = &d.row {
                     rows.push_str(row);
                 }

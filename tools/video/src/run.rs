@@ -2,18 +2,16 @@
 //! the pipeline on each input and turn its ending into outputs and messages.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::ProgressBar;
 use opencv::core::Size;
 use opencv::videoio::{self, VideoWriter, VideoWriterTraitConst};
 use segnet_bayes::atomic::write_atomic;
 use segnet_bayes::infer::{self, Predictor};
-use segnet_bayes::render;
+use segnet_bayes::{progress, render};
 
 use crate::cli::{Cli, Codec};
 use crate::frame::Style;
@@ -385,41 +383,14 @@ fn open_writer(
     )
 }
 
+/// The run's bar, named after the input; the encoder puts the frame rate in its message.
 fn progress_bar(source: &Source, sel: Selection) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let total = expected(source, sel);
-    let bar = ProgressBar::with_draw_target(total.map(|n| n as u64), target);
-    let template = if total.is_some() {
-        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} frames, {rate}, ETA {left}"
-    } else {
-        "{prefix} [{elapsed_precise}] {pos} frames, {rate}"
-    };
-    // Frames arrive a batch at a time; the average since the start is steadier than
-    // indicatif's moving estimate.
-    let rate = |s: &ProgressState| s.pos() as f64 / s.elapsed().as_secs_f64().max(1e-3);
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        let style = style
-            .with_key("rate", move |s: &ProgressState, w: &mut dyn Write| {
-                let _ = write!(w, "{:.1} frames/s", rate(s));
-            })
-            .with_key("left", move |s: &ProgressState, w: &mut dyn Write| {
-                let left = s.len().unwrap_or(0).saturating_sub(s.pos()) as f64;
-                let secs = if s.pos() > 0 { left / rate(s) } else { 0.0 };
-                let _ = write!(w, "{}", HumanDuration(Duration::from_secs_f64(secs)));
-            });
-        bar.set_style(style);
-    }
     let name = source
         .path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    bar.set_prefix(name);
-    bar
+    progress::bar(expected(source, sel).map(|n| n as u64), name)
 }
 
 fn write_summary(paths: &Paths, summary: &Summary) -> Result<()> {
