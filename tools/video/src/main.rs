@@ -7,6 +7,7 @@
 
 mod cli;
 mod frame;
+mod lock;
 mod pipeline;
 mod plot;
 mod run;

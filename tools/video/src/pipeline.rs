@@ -67,6 +67,8 @@ struct Drawn {
 #[derive(Debug)]
 pub(crate) struct Report {
     pub(crate) end: End,
+    /// Frames the decoder delivered: what the outputs must hold when the run finishes.
+    pub(crate) decoded: usize,
     /// Frames in the video.
     pub(crate) written: usize,
     /// Frames this run computed.
@@ -95,6 +97,7 @@ impl Report {
 struct Timing {
     /// Ctrl-C stopped the network with frames still to come.
     interrupted: bool,
+    decoded: usize,
     computed: usize,
     busy: Duration,
     wait_frames: Duration,
@@ -143,6 +146,7 @@ pub(crate) fn run(
             } else {
                 end
             },
+            decoded: timing.decoded,
             written,
             computed: timing.computed,
             busy: timing.busy,
@@ -183,6 +187,7 @@ fn network_stage(
         }
         let start = Instant::now();
         let Ok(frame) = rx.recv() else { break };
+        t.decoded += 1;
         if done.contains_key(&frame.index) {
             works.push(Work::Done(frame));
         } else {
@@ -320,6 +325,7 @@ mod tests {
     fn idle_share_splits_waits() {
         let r = Report {
             end: End::Finished,
+            decoded: 0,
             written: 0,
             computed: 0,
             busy: Duration::from_secs(6),

@@ -8,13 +8,15 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context as _, Result};
 use indicatif::ProgressBar;
 use opencv::core::Size;
-use opencv::videoio::{self, VideoWriter, VideoWriterTraitConst};
+use opencv::videoio::{self, VideoCapture, VideoCaptureTrait, VideoCaptureTraitConst};
+use opencv::videoio::{VideoWriter, VideoWriterTraitConst};
 use segnet_bayes::atomic::write_atomic;
 use segnet_bayes::infer::{self, Predictor};
 use segnet_bayes::{progress, render};
 
 use crate::cli::{Cli, Codec};
 use crate::frame::Style;
+use crate::lock;
 use crate::pipeline::{self, Report};
 use crate::source::{self, End, Selection, Source};
 use crate::state::{self, Paths, Settings, Start, Status, Summary};
@@ -51,6 +53,11 @@ pub(crate) fn run(cli: &Cli) -> Result<()> {
         }
         infer::prepare_out_dir(d)?;
     }
+    // Held until every input is done; the OS frees them if the process dies.
+    let _locks = dirs
+        .iter()
+        .map(|d| lock::acquire(d))
+        .collect::<Result<Vec<_>>>()?;
     let device = cli.sampling.device.init()?;
     let predictor = Predictor::load(&cli.sampling.options(device, !cli.no_dropout))?;
     stop::install();
@@ -328,6 +335,16 @@ fn conclude(job: &pipeline::Job, report: &Report, mut summary: Summary) -> Resul
             summary.stopped = Some(format!("frame {at}: {reason}"));
         }
     }
+    if let Some(missing) = missing_frames(paths, job.cols, report.decoded)? {
+        summary.status = Status::Incomplete;
+        summary.stopped = Some(missing.clone());
+        write_summary(paths, &summary)?;
+        bail!(
+            "{} is not finished: {missing} (replaced or cut by another process?); run the same \
+             command again to redo the missing frames",
+            paths.dir.display()
+        );
+    }
     finalise(paths, job.cols, &mut summary, job.frame_pngs)?;
     report_line(source, paths, &summary, report);
     Ok(())
@@ -395,6 +412,41 @@ fn progress_bar(source: &Source, sel: Selection) -> ProgressBar {
 
 fn write_summary(paths: &Paths, summary: &Summary) -> Result<()> {
     write_atomic(&paths.summary, &serde_json::to_vec_pretty(summary)?)
+}
+
+/// What the partial video and CSV lack of the frames decoded, if anything. Checked before they
+/// take their final names: a file replaced or cut under the run (by another process, a full
+/// disk) must not pass as a finished run.
+fn missing_frames(paths: &Paths, cols: &Columns, decoded: usize) -> Result<Option<String>> {
+    let name = |p: &Path| p.file_name().unwrap_or_default().display().to_string();
+    let rows = cols.load(&paths.csv_partial).len();
+    let frames = video_frames(&paths.video_partial)?;
+    let mut missing = vec![];
+    if rows != decoded {
+        missing.push(format!("{} has {rows} rows", name(&paths.csv_partial)));
+    }
+    if frames != decoded {
+        missing.push(format!(
+            "{} has {frames} frames",
+            name(&paths.video_partial)
+        ));
+    }
+    Ok((!missing.is_empty())
+        .then(|| format!("{} for the {decoded} frames decoded", missing.join(" and "))))
+}
+
+/// Frames in a video file, counted by decoding it (a container's own count can be an estimate).
+fn video_frames(path: &Path) -> Result<usize> {
+    let name = path
+        .to_str()
+        .with_context(|| format!("video path {} is not UTF-8", path.display()))?;
+    let mut cap = VideoCapture::from_file(name, videoio::CAP_FFMPEG)
+        .with_context(|| format!("cannot reopen {}", path.display()))?;
+    let mut n = 0;
+    while cap.is_opened()? && cap.grab().unwrap_or(false) {
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Gives the outputs their final names: video, sorted CSV, plot, summary.

@@ -175,6 +175,9 @@ pub(crate) enum Status {
     Truncated,
     /// Stopped (Ctrl-C or a failure); the partial outputs resume on the next run.
     Interrupted,
+    /// The run ended, but its video or CSV lacks frames it decoded (replaced or cut under it);
+    /// the next run redoes them.
+    Incomplete,
 }
 
 /// `summary.json`: what a run did, and how to tell whether a new run has anything to do.
@@ -273,7 +276,7 @@ fn finished_summary(
     max_frames: usize,
 ) -> Option<Summary> {
     let s: Summary = serde_json::from_slice(&std::fs::read(&paths.summary).ok()?).ok()?;
-    let same = s.status != Status::Interrupted
+    let same = matches!(s.status, Status::Finished | Status::Truncated)
         && &s.settings == settings
         && s.look == look
         && s.max_frames == max_frames

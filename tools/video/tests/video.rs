@@ -556,3 +556,109 @@ fn several_inputs_get_one_subfolder_each() {
     assert_eq!(csv_rows(&out.join("b/frames.csv")).1.len(), 2);
     assert_eq!(probe(&out.join("b/overlay.mp4")).frames, 2);
 }
+
+/// Starts a run on `FRAMES` frames that stops itself (SIGSTOP) once it has written 2 rows, so
+/// the test can act while the run holds its output folder mid-way.
+fn start_paused(cmd: &mut Command, out: &Path) -> (Child, Pid) {
+    let child = start_until_rows(cmd, out, 2);
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    (child, pid)
+}
+
+#[test]
+fn a_second_run_on_a_busy_output_folder_is_refused_naming_the_first() {
+    const FRAMES: usize = 40;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let frames = tmp.path().join("frames");
+    write_frames(&frames, FRAMES as u32);
+    let out = tmp.path().join("out");
+    let run = || {
+        let mut cmd = segnet_video(&m, &frames, &out);
+        cmd.args(["--batch", "2"]);
+        cmd
+    };
+    let (first, pid) = start_paused(&mut run(), &out);
+    let line = fails_with(&mut run(), "in use by another segnet-video run");
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(
+        line.contains(&format!("PID {} on host", first.id())),
+        "{line}"
+    );
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The first run's outputs are whole: every frame in the CSV and the video.
+    let s = summary(&out);
+    assert_eq!(
+        (s["status"].as_str(), s["frames"].as_u64()),
+        (Some("finished"), Some(FRAMES as u64))
+    );
+    assert_eq!(
+        frame_indices(&out.join("frames.csv")),
+        (0..FRAMES).collect::<Vec<_>>()
+    );
+    assert_eq!(probe(&out.join("overlay.mp4")).frames, FRAMES);
+    // The lock went with the first run.
+    run().assert().success().stdout(contains("already done"));
+}
+
+#[test]
+fn outputs_replaced_under_a_run_are_an_error_not_a_finished_run() {
+    const FRAMES: usize = 40;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let frames = tmp.path().join("frames");
+    write_frames(&frames, FRAMES as u32);
+    for (case, lost) in [
+        ("csv", "frames.partial.csv has 0 rows"),
+        ("video", "overlay.partial.mp4 has 3 frames"),
+    ] {
+        let out = tmp.path().join(case);
+        let run = || {
+            let mut cmd = segnet_video(&m, &frames, &out);
+            cmd.args(["--batch", "2", "--codec", "mp4v"]);
+            cmd
+        };
+        let (child, pid) = start_paused(&mut run(), &out);
+        // What an unlocked second run did: replace a partial output by name, while this run
+        // goes on writing the file it has open.
+        let partial = if case == "csv" {
+            let csv = out.join("frames.partial.csv");
+            let header = std::fs::read_to_string(&csv).unwrap();
+            let header = header.lines().next().unwrap().to_string();
+            std::fs::write(tmp.path().join("replacement"), header + "\n").unwrap();
+            csv
+        } else {
+            write_video(&tmp.path().join("replacement.mp4"), "mp4v", 3, 10.0);
+            std::fs::rename(
+                tmp.path().join("replacement.mp4"),
+                tmp.path().join("replacement"),
+            )
+            .unwrap();
+            out.join("overlay.partial.mp4")
+        };
+        std::fs::rename(tmp.path().join("replacement"), &partial).unwrap();
+        kill(pid, Signal::SIGCONT).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{case}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains(lost),
+            "{case}: {err}"
+        );
+        assert_ne!(summary(&out)["status"], "finished", "{case}");
+        assert!(!out.join("overlay.mp4").exists(), "{case}: no final video");
+
+        // The same command again redoes what was lost.
+        run().assert().success();
+        assert_eq!(summary(&out)["status"], "finished", "{case}");
+        assert_eq!(
+            frame_indices(&out.join("frames.csv")),
+            (0..FRAMES).collect::<Vec<_>>()
+        );
+        assert_eq!(probe(&out.join("overlay.mp4")).frames, FRAMES, "{case}");
+    }
+}
