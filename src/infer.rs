@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::atomic::write_json_atomic;
 use crate::cli::{InferArgs, InitModelArgs, ScaleMode};
@@ -56,7 +57,13 @@ pub struct Predictor {
     device: Device,
     pub opts: McOptions,
     pub dropout: bool,
+    /// Whether [`Predictor::bounded_size`] has said that it scales images down.
+    scaled_note: AtomicBool,
 }
+
+/// Most pixels the network sees of an image when the model has no input size. Its memory
+/// grows with the pixels (a 0.25-width SegNet took 13.8 GB at 6000x4000 at full size).
+pub const MAX_NATIVE_PIXELS: u64 = 1 << 20;
 
 impl Predictor {
     /// Loads the model on the options' device, with batch norm folded for speed.
@@ -79,6 +86,7 @@ impl Predictor {
             device: options.device,
             opts: options.mc,
             dropout: options.dropout,
+            scaled_note: AtomicBool::new(false),
         })
     }
 
@@ -93,7 +101,7 @@ impl Predictor {
     pub(crate) fn input(&self, img: &RgbImage) -> Tensor {
         let cfg = self.config();
         let resized;
-        let img = match cfg.input_size {
+        let img = match cfg.input_size.or_else(|| self.bounded_size(img)) {
             Some(size) => {
                 resized = image_io::resize_rgb(img, size);
                 &resized
@@ -101,6 +109,30 @@ impl Predictor {
             None => img,
         };
         image_io::to_tensor(img, cfg.mean, cfg.std).to_device(self.device)
+    }
+
+    /// For a model without an input size, which runs at each image's own size: a smaller size
+    /// of the same shape when the image has more than [`MAX_NATIVE_PIXELS`], said once.
+    fn bounded_size(&self, img: &RgbImage) -> Option<[i64; 2]> {
+        let (w, h) = (img.width() as f64, img.height() as f64);
+        let scale = (MAX_NATIVE_PIXELS as f64 / (w * h)).sqrt();
+        if scale >= 1.0 {
+            return None;
+        }
+        let min = image_io::MIN_SIDE as f64;
+        let size = [(h * scale).max(min) as i64, (w * scale).max(min) as i64];
+        if !self.scaled_note.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "note: model {} has no input size; the network sees images above {:.1} Mpx \
+                 scaled down ({w}x{h} at {}x{}); outputs keep the image's size. Give the model \
+                 an input size (`init-model --input-size`, `model.input_size`) to choose it",
+                self.path.display(),
+                MAX_NATIVE_PIXELS as f64 / 1e6,
+                size[1],
+                size[0]
+            );
+        }
+        Some(size)
     }
 
     /// The prediction for one image, at the image's own size, on the CPU.
@@ -123,6 +155,7 @@ fn to_cpu(p: Prediction) -> Prediction {
         entropy: p.entropy.to_device(Device::Cpu),
         mutual_info: p.mutual_info.to_device(Device::Cpu),
         samples: p.samples,
+        size: p.size,
     }
 }
 
@@ -207,20 +240,20 @@ fn write_outputs(
     stem: &str,
     img: &RgbImage,
     pred: &Prediction,
+    classes: &[u8],
     cfg: &ModelConfig,
     measures: &[Measure],
     scale: ScaleMode,
     alpha: f32,
 ) -> Result<Vec<String>> {
     let (w, h) = img.dimensions();
-    let classes = pred.class_bytes();
     let mut files = vec![];
     let mut save_rgb = |name: String, image: &RgbImage| -> Result<()> {
         render::save_png_atomic(image, &out.join(&name))?;
         files.push(name);
         Ok(())
     };
-    let colours = render::colour_classes(&classes, w, h, &cfg.palette);
+    let colours = render::colour_classes(classes, w, h, &cfg.palette);
     save_rgb(format!("{stem}_colour.png"), &colours)?;
     save_rgb(
         format!("{stem}_overlay.png"),
@@ -238,18 +271,17 @@ fn write_outputs(
         save_rgb(format!("{stem}_{}_overlay.png", m.name()), &over)?;
     }
     let name = format!("{stem}_classes.png");
-    render::save_png_atomic(&render::class_index_image(&classes, w, h), &out.join(&name))?;
+    render::save_png_atomic(&render::class_index_image(classes, w, h), &out.join(&name))?;
     files.push(name);
     Ok(files)
 }
 
-fn class_share(pred: &Prediction, cfg: &ModelConfig) -> BTreeMap<String, f64> {
-    let counts = pred
-        .class_map()
-        .flatten(0, -1)
-        .bincount::<Tensor>(None, cfg.classes);
-    let total = counts.sum(Kind::Float).double_value(&[]).max(1.0);
-    let counts = Vec::<i64>::try_from(counts).unwrap_or_default();
+fn class_share(classes: &[u8], cfg: &ModelConfig) -> BTreeMap<String, f64> {
+    let mut counts = vec![0u64; cfg.classes as usize];
+    for &c in classes {
+        counts[c as usize] += 1;
+    }
+    let total = classes.len().max(1) as f64;
     cfg.class_names
         .iter()
         .zip(counts)
@@ -306,17 +338,18 @@ fn infer_one(
     let start = Instant::now();
     let pred = predictor.predict(img)?;
     let seconds = start.elapsed().as_secs_f64();
+    let classes = pred.class_bytes();
     let files = write_outputs(
         &args.out,
         stem,
         img,
         &pred,
+        &classes,
         cfg,
         &args.uncertainty,
         args.scale,
         args.alpha,
     )?;
-    let mean = |t: &Tensor| t.mean(Kind::Float).double_value(&[]);
     let summary = Summary {
         input: file.display().to_string(),
         model: predictor.path.display().to_string(),
@@ -325,10 +358,10 @@ fn infer_one(
         samples: pred.samples,
         dropout: predictor.dropout,
         seconds,
-        mean_variance: mean(&pred.variance),
-        mean_entropy: mean(&pred.entropy),
-        mean_mutual_info: mean(&pred.mutual_info),
-        class_share: class_share(&pred, cfg),
+        mean_variance: pred.mean(Measure::Variance),
+        mean_entropy: pred.mean(Measure::Entropy),
+        mean_mutual_info: pred.mean(Measure::MutualInfo),
+        class_share: class_share(&classes, cfg),
         files,
     };
     write_json_atomic(&args.out.join(format!("{stem}.json")), &summary)?;
@@ -339,7 +372,7 @@ fn infer_one(
         seconds,
         pred.samples,
         first.name(),
-        mean(pred.measure(first)),
+        pred.mean(first),
         args.out.join(format!("{stem}_overlay.png")).display()
     );
     Ok(())

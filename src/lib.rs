@@ -23,6 +23,7 @@ pub mod progress;
 pub mod render;
 mod rng;
 mod train;
+mod upsample;
 
 /// libtorch has one global random generator: tests that seed it take this lock, so tests
 /// running in parallel threads do not draw from each other's sequence.

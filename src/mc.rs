@@ -17,6 +17,7 @@ use tch::{Kind, Tensor};
 
 use crate::model::{Mode, SegNet};
 use crate::rng::mix_seed;
+use crate::upsample;
 
 /// How to sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,84 +87,99 @@ impl std::fmt::Display for Measure {
     }
 }
 
-/// The sampler's result for one image.
+/// The sampler's result for one image: statistics at the network's size, read at [`size`]
+/// (the network's, or the image's after [`Prediction::resize`]). Maps are upsampled when read,
+/// and only the ones read; the class map in row tiles, so the `[K, H, W]` probabilities are
+/// never built at the image's size.
+///
+/// [`size`]: Prediction::size
 #[derive(Debug)]
 pub struct Prediction {
-    /// `[K, H, W]` mean class probabilities.
+    /// `[K, h, w]` mean class probabilities.
     pub(crate) probs: Tensor,
-    /// `[H, W]` softmax variance across samples, averaged over classes.
+    /// `[h, w]` softmax variance across samples, averaged over classes.
     pub(crate) variance: Tensor,
-    /// `[H, W]` predictive entropy of the mean probabilities (nats).
+    /// `[h, w]` predictive entropy of the mean probabilities (nats).
     pub(crate) entropy: Tensor,
-    /// `[H, W]` mutual information between prediction and weights (nats).
+    /// `[h, w]` mutual information between prediction and weights (nats).
     pub(crate) mutual_info: Tensor,
     /// Number of passes behind these statistics.
     pub(crate) samples: usize,
+    /// `[H, W]` the size the maps are read at.
+    pub(crate) size: [i64; 2],
 }
 
 impl Prediction {
-    /// `[H, W]` int64 argmax class.
+    /// `[H, W]` uint8 argmax class.
     pub(crate) fn class_map(&self) -> Tensor {
-        self.probs.argmax(0, false)
+        self.over_classes(|p| p.argmax(0, false).to_kind(Kind::Uint8))
     }
 
     /// `[H, W]` class indices, row-major.
     pub fn class_bytes(&self) -> Vec<u8> {
-        let map = self.class_map().to_kind(Kind::Uint8).contiguous();
+        let map = self.class_map().contiguous();
         Vec::<u8>::try_from(map.flatten(0, -1)).expect("class map")
     }
 
     /// `[H, W]` highest mean probability, row-major.
     pub(crate) fn confidence_values(&self) -> Vec<f32> {
-        row_major(&self.probs.max_dim(0, false).0)
+        row_major(&self.over_classes(|p| p.max_dim(0, false).0))
     }
 
     /// `[H, W]` values of one uncertainty measure, row-major.
     pub fn measure_values(&self, m: Measure) -> Vec<f32> {
-        row_major(self.measure(m))
+        row_major(&self.measure(m))
     }
 
-    pub fn measure(&self, m: Measure) -> &Tensor {
-        match m {
+    /// Mean of one uncertainty measure over the map at [`Prediction::size`].
+    pub fn mean(&self, m: Measure) -> f64 {
+        self.measure(m).mean(Kind::Float).double_value(&[])
+    }
+
+    /// `[H, W]` map of one uncertainty measure, resized bilinearly.
+    pub fn measure(&self, m: Measure) -> Tensor {
+        let map = match m {
             Measure::Variance => &self.variance,
             Measure::Entropy => &self.entropy,
             Measure::MutualInfo => &self.mutual_info,
-        }
-    }
-
-    /// The same prediction at another size: probabilities and uncertainty maps are resized
-    /// bilinearly (smooth boundaries, not nearest-neighbour blocks), then the probabilities are
-    /// renormalised.
-    pub(crate) fn resize(&self, h: i64, w: i64) -> Prediction {
-        let size = self.probs.size();
-        if size[1] == h && size[2] == w {
-            return self.shallow_clone();
-        }
-        let up = |t: &Tensor| {
-            t.unsqueeze(0)
-                .upsample_bilinear2d([h, w], false, None, None)
-                .squeeze_dim(0)
         };
-        let maps = Tensor::stack(&[&self.variance, &self.entropy, &self.mutual_info], 0);
-        let maps = up(&maps).clamp_min(0.0);
-        let probs = up(&self.probs).clamp_min(0.0);
-        let probs = &probs / probs.sum_dim_intlist(0, true, Kind::Float).clamp_min(1e-12);
-        Prediction {
-            probs,
-            variance: maps.get(0),
-            entropy: maps.get(1),
-            mutual_info: maps.get(2),
-            samples: self.samples,
+        if !self.resized() {
+            return map.shallow_clone();
         }
+        let mut up = map
+            .view([1, 1, map.size()[0], map.size()[1]])
+            .upsample_bilinear2d(self.size, false, None, None)
+            .view(self.size);
+        // In place: at a big image's size this map is the largest tensor there is.
+        let _ = up.clamp_min_(0.0);
+        up
     }
 
-    fn shallow_clone(&self) -> Prediction {
+    /// The same prediction read at another size: probabilities and uncertainty maps are
+    /// resized bilinearly (smooth boundaries, not nearest-neighbour blocks), and the
+    /// probabilities renormalised, when read.
+    pub(crate) fn resize(&self, h: i64, w: i64) -> Prediction {
         Prediction {
             probs: self.probs.shallow_clone(),
             variance: self.variance.shallow_clone(),
             entropy: self.entropy.shallow_clone(),
             mutual_info: self.mutual_info.shallow_clone(),
             samples: self.samples,
+            size: [h, w],
+        }
+    }
+
+    fn resized(&self) -> bool {
+        self.probs.size()[1..] != self.size
+    }
+
+    /// `reduce` applied over the classes of the probabilities at [`Prediction::size`]:
+    /// `[K, rows, W]` to `[rows, W]`, a few rows at a time when resized.
+    fn over_classes(&self, reduce: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        if self.resized() {
+            upsample::reduce_classes(&self.probs, self.size, reduce)
+        } else {
+            reduce(&self.probs)
         }
     }
 }
@@ -237,12 +253,14 @@ impl Accumulator {
         let predictive = entropy(&mean, 0);
         let expected = self.entropy_sum.expect("entropy") / n;
         let mutual_info = (&predictive - expected).clamp_min(0.0);
+        let size = [mean.size()[1], mean.size()[2]];
         Prediction {
             probs: mean,
             variance,
             entropy: predictive,
             mutual_info,
             samples: self.n as usize,
+            size,
         }
     }
 }
@@ -362,7 +380,7 @@ mod tests {
             let chunked = run(chunk, 11);
             for m in Measure::ALL {
                 assert!(
-                    chunked.measure(m).equal(whole.measure(m)),
+                    chunked.measure(m).equal(&whole.measure(m)),
                     "chunk {chunk} changed {m}"
                 );
             }
@@ -401,13 +419,45 @@ mod tests {
     }
 
     #[test]
-    fn resize_keeps_probabilities_normalised() {
+    fn resize_reads_what_upsampling_the_whole_maps_gives() {
         let (_rng, _vs, n, x) = setup(0.5, 32, 40);
-        let p = weight_average(&n, &x).resize(64, 81);
-        assert_eq!(p.probs.size(), vec![11, 64, 81]);
-        assert_eq!(p.variance.size(), vec![64, 81]);
-        let sums = p.probs.sum_dim_intlist(0, false, Kind::Float);
-        assert!(sums.allclose(&Tensor::ones_like(&sums), 1e-5, 1e-5, false));
+        let p = sample(&n, &x, &opts(3, 3, Some(1))).unwrap();
+        let r = p.resize(64, 81);
+        // The way it was done before: every map upsampled at once, at the image's size.
+        let up = |t: &Tensor| {
+            t.unsqueeze(0)
+                .upsample_bilinear2d([64, 81], false, None, None)
+                .squeeze_dim(0)
+                .clamp_min(0.0)
+        };
+        let maps = up(&Tensor::stack(
+            &[&p.variance, &p.entropy, &p.mutual_info],
+            0,
+        ));
+        for (i, m) in Measure::ALL.into_iter().enumerate() {
+            assert!(r.measure(m).equal(&maps.get(i as i64)), "{m}");
+        }
+        let probs = up(&p.probs);
+        let probs = &probs / probs.sum_dim_intlist(0, true, Kind::Float);
+        // The same classes, but where two classes tie to float rounding (as an untrained
+        // network's often do).
+        let differ = r
+            .class_map()
+            .to_kind(Kind::Int64)
+            .ne_tensor(&probs.argmax(0, false));
+        let top2 = probs.topk(2, 0, true, true).0;
+        let margin = top2.get(0) - top2.get(1);
+        let tie = (margin * differ.to_kind(Kind::Float))
+            .max()
+            .double_value(&[]);
+        assert!(tie < 1e-6, "class maps differ where the margin is {tie}");
+        let confidence = Tensor::from_slice(&r.confidence_values()).view([64, 81]);
+        assert!(confidence.allclose(&probs.max_dim(0, false).0, 1e-6, 1e-6, false));
+        assert_eq!(
+            p.class_map().size(),
+            [32, 40],
+            "unresized reads the network's size"
+        );
     }
 
     #[test]

@@ -446,3 +446,27 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
         }
     }
 }
+
+#[test]
+fn a_model_without_input_size_sees_big_images_scaled_down_and_says_so() {
+    let d = Scratch::new();
+    let init = "init-model --arch basic --width 0.125 --out native.safetensors";
+    d.segnet(init).assert().success();
+    // Just over the 1 Mpx the network sees of such a model; a small one runs as it is.
+    road_scene(1100, 1000, 5).0.save(d.path("big.png")).unwrap();
+    road_scene(64, 48, 6).0.save(d.path("small.png")).unwrap();
+    let infer = "--model native.safetensors --no-dropout --uncertainty entropy --out out";
+    let run = d
+        .segnet(&format!("infer big.png small.png {infer}"))
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("no input size"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(notes[0].contains("1100x1000 at 1073x976"), "{err}");
+    let classes = image::open(d.path("out/big_classes.png")).unwrap();
+    assert_eq!((classes.width(), classes.height()), (1100, 1000));
+}
