@@ -36,22 +36,24 @@ impl Scratch {
         c
     }
 
-    /// Runs `args`, expecting the failure a user should see: exit code 1 (a panic exits 101),
-    /// one `error: ` line per failure, one of them naming `what` (the file, flag or key to fix),
-    /// and an `error: ` line last.
+    /// Runs `args`, expecting the failure a user should see (see [`fails_naming`]).
     fn fails_naming(&self, args: &str, what: &str) {
-        let what = what.to_owned();
-        let error_names_it = predicate::function(move |err: &str| {
-            let mut errors = err.lines().filter(|l| l.starts_with("error: "));
-            errors.any(|l| l.contains(&what))
-                && err.lines().last().is_some_and(|l| l.starts_with("error: "))
-        });
-        let no_panic = predicate::str::contains("panicked").not();
-        self.segnet(args)
-            .assert()
-            .code(1)
-            .stderr(no_panic.and(error_names_it));
+        fails_naming(self.segnet(args), what);
     }
+}
+
+/// Runs `cmd`, expecting the failure a user should see: exit code 1 (a panic exits 101), one
+/// `error: ` line per failure, one of them naming `what` (the file, flag or key to fix), and an
+/// `error: ` line last.
+fn fails_naming(mut cmd: Command, what: &str) {
+    let what = what.to_owned();
+    let error_names_it = predicate::function(move |err: &str| {
+        let mut errors = err.lines().filter(|l| l.starts_with("error: "));
+        errors.any(|l| l.contains(&what))
+            && err.lines().last().is_some_and(|l| l.starts_with("error: "))
+    });
+    let no_panic = predicate::str::contains("panicked").not();
+    cmd.assert().code(1).stderr(no_panic.and(error_names_it));
 }
 
 /// Sky (class 0) above, road (3) below and a car (8): colours a tiny network separates.
@@ -469,4 +471,23 @@ fn a_model_without_input_size_sees_big_images_scaled_down_and_says_so() {
     assert!(notes[0].contains("1100x1000 at 1073x976"), "{err}");
     let classes = image::open(d.path("out/big_classes.png")).unwrap();
     assert_eq!((classes.width(), classes.height()), (1100, 1000));
+}
+
+#[test]
+fn thread_counts_the_machine_cannot_have_are_refused_from_flag_and_environment() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let infer = format!("infer good.png --model {model} --samples 2 --out out");
+    d.fails_naming(&format!("{infer} --threads 100000"), "at most");
+    for bad in ["abc", "0", "100000", "2.5"] {
+        let mut cmd = d.segnet(&infer);
+        cmd.env("SEGNET_THREADS", bad);
+        fails_naming(cmd, "SEGNET_THREADS");
+    }
+    // Set but empty is unset.
+    d.segnet(&infer)
+        .env("SEGNET_THREADS", "")
+        .assert()
+        .success();
 }
