@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tch::Device;
 
@@ -56,9 +56,9 @@ pub struct SamplingArgs {
     /// Model weights (.safetensors written by segnet-bayes). Default: the model shipped in assets/.
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// Monte Carlo dropout samples per image (T).
-    #[arg(long, default_value_t = 40)]
-    pub(crate) samples: usize,
+    /// Monte Carlo dropout samples per image (T; default 40).
+    #[arg(long)]
+    pub(crate) samples: Option<usize>,
     /// Samples run through the network together (default: 2 on a CPU, where bigger batches
     /// only cost memory; 40 on a GPU, where one big batch is fastest).
     #[arg(long)]
@@ -72,18 +72,25 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     /// What these flags ask the predictor to do on `device` (the device picks `--chunk`'s
-    /// default).
-    pub fn options(&self, device: Device, dropout: bool) -> PredictorOptions {
-        PredictorOptions {
+    /// default). Without dropout (`--no-dropout`) there is one pass, so asking for more
+    /// samples is a contradiction.
+    pub fn options(&self, device: Device, dropout: bool) -> Result<PredictorOptions> {
+        if let Some(n) = self.samples.filter(|&n| !dropout && n > 1) {
+            bail!(
+                "--no-dropout runs one pass without dropout (weight averaging), but --samples {n} \
+                 asks for {n} MC dropout passes: drop one of the two"
+            );
+        }
+        Ok(PredictorOptions {
             model: self.model.clone(),
             device,
             mc: McOptions {
-                samples: self.samples,
+                samples: self.samples.unwrap_or(40),
                 chunk: self.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
                 seed: self.seed,
             },
             dropout,
-        }
+        })
     }
 }
 

@@ -232,7 +232,8 @@ impl Default for AugmentConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct DataConfig {
-    /// Dataset folder; relative paths are taken from the config file's folder.
+    /// Dataset folder; relative paths are taken from the config file's folder. Required: a
+    /// config names its data (or the command gets `--data`).
     pub(crate) root: PathBuf,
     pub(crate) train_split: String,
     pub(crate) val_split: String,
@@ -246,7 +247,7 @@ pub(crate) struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
-            root: PathBuf::from("../shared/data/camvid"),
+            root: PathBuf::new(),
             train_split: "train".into(),
             val_split: "val".into(),
             label_format: LabelFormat::Index,
@@ -352,17 +353,28 @@ impl Config {
             };
             anyhow::anyhow!("config {}: {e} ({hint})", path.display())
         })?;
-        if cfg.data.root.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            let joined = base.join(&cfg.data.root);
-            cfg.data.root = if joined.exists() {
-                joined
-            } else {
-                cfg.data.root.clone()
-            };
+        if !cfg.data.root.as_os_str().is_empty() {
+            let base = path.parent().unwrap_or(Path::new(""));
+            cfg.data.root = absolute(&base.join(&cfg.data.root))?;
         }
         cfg.validate()
             .with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// [`Config::load`] with `--data` (relative to the working directory, as flags are)
+    /// overriding `data.root`; refuses a config that names no data when `--data` is not given.
+    /// Roots are absolute, so the resolved config saved in a run folder loads from anywhere.
+    pub(crate) fn load_with_data(path: &Path, data: Option<&Path>) -> Result<Config> {
+        let mut cfg = Config::load(path)?;
+        if let Some(root) = data {
+            cfg.data.root = absolute(root)?;
+        }
+        ensure!(
+            !cfg.data.root.as_os_str().is_empty(),
+            "config {} names no data: set `data.root` (relative to the config's folder) or pass --data",
+            path.display()
+        );
         Ok(cfg)
     }
 
@@ -415,6 +427,11 @@ impl Config {
     pub(crate) fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("config serialises")
     }
+}
+
+/// `path` from the working directory, without resolving links (it need not exist yet).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ impl Tally {
 
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.device.init()?;
-    let predictor = Predictor::load(&args.sampling.options(device, true))?;
+    let predictor = Predictor::load(&args.sampling.options(device, true)?)?;
     let model = predictor.config().clone();
     let data_cfg = DataConfig {
         root: args.data.clone(),
@@ -217,6 +217,15 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    // As `train` refuses such data: every score would be a zero that means nothing.
+    ensure!(
+        wa.confusion.total() > 0,
+        "the {} labels of split `{}` in {} have no labelled pixels (all void, value {void}): \
+         nothing to score; check --data, --split and the model's classes",
+        pairs.len(),
+        args.split,
+        args.data.display()
+    );
     let mut uncertainty = mcs.quality("mc");
     uncertainty.extend(wa.quality("weight-averaging"));
     let report = Report {

@@ -301,7 +301,7 @@ pub(crate) fn run(args: &InferArgs) -> Result<()> {
     );
     let files = expand_inputs(&args.inputs)?;
     let device = args.sampling.device.init()?;
-    let predictor = Predictor::load(&args.sampling.options(device, !args.no_dropout))?;
+    let predictor = Predictor::load(&args.sampling.options(device, !args.no_dropout)?)?;
     prepare_out_dir(&args.out)?;
     let stems = output_stems(&files);
     let cfg = predictor.config().clone();

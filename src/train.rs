@@ -231,10 +231,7 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
 
 /// The config file with the command line's overrides.
 fn resolved_config(args: &TrainArgs) -> Result<Config> {
-    let mut cfg = Config::load(&args.config)?;
-    if let Some(root) = &args.data {
-        cfg.data.root = root.clone();
-    }
+    let mut cfg = Config::load_with_data(&args.config, args.data.as_deref())?;
     if let Some(m) = args.max_minutes {
         ensure!(m > 0.0, "--max-minutes must be positive");
         cfg.train.max_minutes = m;
@@ -659,10 +656,7 @@ fn recalibrate_batchnorm(
 /// `segnet-bayes recalibrate`: re-estimates a trained model's batch-norm statistics over the
 /// training split of a config, and writes the result as a new model.
 pub(crate) fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
-    let mut cfg = Config::load(&args.config)?;
-    if let Some(root) = &args.data {
-        cfg.data.root = root.clone();
-    }
+    let mut cfg = Config::load_with_data(&args.config, args.data.as_deref())?;
     cfg.train.bn_recalibrate = true;
     cfg.train.bn_recalibrate_dropout = args.dropout;
     let device = args.device.init()?;

@@ -491,3 +491,122 @@ fn thread_counts_the_machine_cannot_have_are_refused_from_flag_and_environment()
         .assert()
         .success();
 }
+
+/// Copies a checkpoint with the first value of each tensor in `values` replaced.
+fn poison(from: &Path, to: &Path, values: &[(&str, f32)]) {
+    let (header, _) = safetensors_header(from).unwrap();
+    let mut bytes = std::fs::read(from).unwrap();
+    let data_start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for (name, value) in values {
+        let at = data_start + header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    std::fs::write(to, bytes).unwrap();
+}
+
+#[test]
+fn a_model_with_nan_or_infinite_weights_is_refused_naming_the_first_bad_tensor() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let (header, _) = safetensors_header(&d.path(&model)).unwrap();
+    let mut names: Vec<&String> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .collect();
+    names.sort();
+    let (middle, last) = (
+        names[names.len() / 2].as_str(),
+        names[names.len() - 1].as_str(),
+    );
+    poison(
+        &d.path(&model),
+        &d.path("nan.safetensors"),
+        &[(last, f32::NAN)],
+    );
+    let both = [(middle, f32::INFINITY), (last, f32::NAN)];
+    poison(&d.path(&model), &d.path("both.safetensors"), &both);
+    for (file, named) in [("nan", last), ("both", middle)] {
+        let infer = format!("infer good.png --model {file}.safetensors --samples 2 --out out");
+        d.fails_naming(&infer, &format!("tensor {named} holds 1 NaN or infinite"));
+    }
+    assert!(!d.path("out").exists(), "nothing written");
+}
+
+#[test]
+fn no_dropout_with_several_samples_is_a_contradiction_refused() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let infer = format!("infer good.png --model {model} --no-dropout --out out");
+    d.fails_naming(&format!("{infer} --samples 5"), "--no-dropout");
+    // Alone, or with the one pass it runs, it is weight averaging.
+    for samples in ["", "--samples 1"] {
+        let run = d.segnet(&format!("{infer} {samples}")).assert().success();
+        let stdout = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+        assert!(stdout.contains("T=1"), "{stdout}");
+    }
+}
+
+#[test]
+fn eval_on_labels_that_are_all_void_fails_like_train() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 2);
+    let void = GrayImage::from_pixel(64, 48, Luma([11]));
+    for i in 100..102 {
+        void.save(d.path(&format!("data/valannot/f{i:03}.png")))
+            .unwrap();
+    }
+    let model = tiny_model(&d, "basic");
+    let eval = format!("eval --model {model} --data data --split val --samples 2 --out eval");
+    d.fails_naming(&eval, "no labelled pixels");
+    assert!(!d.path("eval/report.json").exists());
+}
+
+#[test]
+fn a_config_names_its_data_relative_to_its_own_folder() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 2);
+    std::fs::create_dir(d.path("cfg")).unwrap();
+    std::fs::write(d.path("cfg/empty.yaml"), "").unwrap();
+    d.fails_naming("train --config cfg/empty.yaml --out run", "names no data");
+    // `data` is beside the working directory, not beside the config: not found.
+    let cfg = "model:\n  arch: basic\n  width: 0.125\n  input_size: [48, 64]\n\
+               data:\n  root: data\n  class_weights: none\n\
+               train:\n  batch_size: 2\n  epochs: 1\n  prefetch: 2\n";
+    std::fs::write(d.path("cfg/tiny.yaml"), cfg).unwrap();
+    d.fails_naming(
+        "train --config cfg/tiny.yaml --out run --device cpu",
+        "cfg/data",
+    );
+    std::fs::write(
+        d.path("cfg/up.yaml"),
+        cfg.replace("root: data", "root: ../data"),
+    )
+    .unwrap();
+    d.segnet("train --config cfg/up.yaml --out run --device cpu")
+        .assert()
+        .success();
+    // --data is taken from the working directory, as flags are, also for a config without
+    // a data section.
+    let flag = "--data data --device cpu";
+    d.segnet(&format!("train --config cfg/tiny.yaml --out run2 {flag}"))
+        .assert()
+        .success();
+    let no_data = cfg.replace("data:\n  root: data\n  class_weights: none\n", "");
+    std::fs::write(d.path("cfg/no-data.yaml"), no_data).unwrap();
+    d.segnet(&format!(
+        "train --config cfg/no-data.yaml --out run3 {flag}"
+    ))
+    .assert()
+    .success();
+    // The run's saved config loads from anywhere: its data folder is absolute.
+    let recal = "--config run2/config.yaml --device cpu --out recal.safetensors";
+    d.segnet(&format!(
+        "recalibrate --model run2/model.safetensors {recal}"
+    ))
+    .assert()
+    .success();
+}

@@ -105,7 +105,10 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
     let config: ModelConfig = serde_json::from_str(&json)
         .with_context(|| format!("model {}: unreadable model config", path.display()))?;
     let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
+    let mut views = st.tensors();
+    // By name, so that "the first bad tensor" is the same one every time.
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, view) in views {
         if view.dtype() != Dtype::F32 {
             bail!(
                 "model {}: tensor {name} is {:?}, expected F32",
@@ -118,6 +121,14 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        let bad = floats.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            bail!(
+                "model {}: tensor {name} holds {bad} NaN or infinite values (a diverged training \
+                 run?); these weights cannot predict: use an earlier checkpoint",
+                path.display()
+            );
+        }
         let shape: Vec<i64> = view.shape().iter().map(|d| *d as i64).collect();
         tensors.insert(name, Tensor::from_slice(&floats).view(shape.as_slice()));
     }

@@ -59,7 +59,7 @@ pub(crate) fn run(cli: &Cli) -> Result<()> {
         .map(|d| lock::acquire(d))
         .collect::<Result<Vec<_>>>()?;
     let device = cli.sampling.device.init()?;
-    let predictor = Predictor::load(&cli.sampling.options(device, !cli.no_dropout))?;
+    let predictor = Predictor::load(&cli.sampling.options(device, !cli.no_dropout)?)?;
     stop::install();
     let mut failed = 0;
     for (source, dir) in sources.iter().zip(&dirs) {

@@ -382,6 +382,11 @@ fn bad_inputs_and_outputs_fail_with_one_line() {
         segnet_video(&m, &frames, &out).args(["--every", "0"]),
         "--every",
     );
+    // One pass without dropout cannot be two MC samples.
+    fails_with(
+        segnet_video(&m, &frames, &out).arg("--no-dropout"),
+        "--no-dropout",
+    );
 }
 
 #[test]
