@@ -3,7 +3,8 @@
 //! For each input: `source` decodes frames on one thread, the network (`segnet_bayes::infer`)
 //! predicts them on this one, `frame` draws input | overlay | heatmap in parallel, and the
 //! encoder thread writes the video and the per-frame CSV (`table`); `pipeline` joins the
-//! stages, `state` makes an interrupted run resumable, `plot` draws uncertainty over time.
+//! stages, `state` makes an interrupted run resumable, `lock` keeps a second run out of an
+//! output folder, `plot` draws uncertainty over time.
 
 mod cli;
 mod frame;
