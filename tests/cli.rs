@@ -105,6 +105,14 @@ fn tiny_model(d: &Scratch, arch: &str) -> String {
     name
 }
 
+/// A scratch folder with a tiny SegNet-Basic (its file name returned) and a 40x40 `good.png`.
+fn model_and_image() -> (Scratch, String) {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    (d, model)
+}
+
 /// The shipped config's optimiser and schedule, at a rate for tiny networks.
 const ADAMW_POLY: &str =
     "  optimizer: adamw\n  lr: 0.01\n  weight_decay: 0.0001\n  schedule: poly\n  warmup_steps: 2\n";
@@ -218,9 +226,7 @@ fn relabel_arch(from: &Path, to: &Path, arch: &str) {
 
 #[test]
 fn bad_inputs_end_in_one_line_errors() {
-    let d = Scratch::new();
-    let model = tiny_model(&d, "basic");
-    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let (d, model) = model_and_image();
     let png = std::fs::read(d.path("good.png")).unwrap();
     std::fs::write(d.path("truncated.png"), &png[..png.len() / 2]).unwrap();
     std::fs::write(d.path("notes.png"), "not an image").unwrap();
@@ -475,9 +481,7 @@ fn a_model_without_input_size_sees_big_images_scaled_down_and_says_so() {
 
 #[test]
 fn thread_counts_the_machine_cannot_have_are_refused_from_flag_and_environment() {
-    let d = Scratch::new();
-    let model = tiny_model(&d, "basic");
-    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let (d, model) = model_and_image();
     let infer = format!("infer good.png --model {model} --samples 2 --out out");
     d.fails_naming(&format!("{infer} --threads 100000"), "at most");
     for bad in ["abc", "0", "100000", "2.5"] {
@@ -506,9 +510,7 @@ fn poison(from: &Path, to: &Path, values: &[(&str, f32)]) {
 
 #[test]
 fn a_model_with_nan_or_infinite_weights_is_refused_naming_the_first_bad_tensor() {
-    let d = Scratch::new();
-    let model = tiny_model(&d, "basic");
-    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let (d, model) = model_and_image();
     let (header, _) = safetensors_header(&d.path(&model)).unwrap();
     let mut names: Vec<&String> = header
         .as_object()
@@ -537,9 +539,7 @@ fn a_model_with_nan_or_infinite_weights_is_refused_naming_the_first_bad_tensor()
 
 #[test]
 fn no_dropout_with_several_samples_is_a_contradiction_refused() {
-    let d = Scratch::new();
-    let model = tiny_model(&d, "basic");
-    road_scene(40, 40, 3).0.save(d.path("good.png")).unwrap();
+    let (d, model) = model_and_image();
     let infer = format!("infer good.png --model {model} --no-dropout --out out");
     d.fails_naming(&format!("{infer} --samples 5"), "--no-dropout");
     // Alone, or with the one pass it runs, it is weight averaging.

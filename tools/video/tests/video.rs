@@ -178,6 +178,30 @@ fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap()
 }
 
+/// A temporary folder with the tiny model and a folder of `n` frames.
+struct FolderRun {
+    tmp: tempfile::TempDir,
+    model: PathBuf,
+    frames: PathBuf,
+}
+
+impl FolderRun {
+    fn new(n: usize) -> FolderRun {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = model(tmp.path());
+        let frames = tmp.path().join("frames");
+        write_frames(&frames, n as u32);
+        FolderRun { tmp, model, frames }
+    }
+
+    /// The run of the frames into `out`, in batches of 2 so that rows come early.
+    fn cmd(&self, out: &Path) -> Command {
+        let mut cmd = segnet_video(&self.model, &self.frames, out);
+        cmd.args(["--batch", "2"]);
+        cmd
+    }
+}
+
 /// Starts `cmd` and returns once `rows` rows of `out`'s partial CSV are on disk, the child still
 /// running: a signal sent now lands mid-run.
 fn start_until_rows(cmd: &mut Command, out: &Path, rows: usize) -> Child {
@@ -408,16 +432,9 @@ fn frames_of_mixed_sizes_are_an_error() {
 #[test]
 fn killed_folder_run_resumes_to_the_same_csv_as_an_uninterrupted_run() {
     const FRAMES: usize = 24;
-    let tmp = tempfile::tempdir().unwrap();
-    let m = model(tmp.path());
-    let frames = tmp.path().join("frames");
-    write_frames(&frames, FRAMES as u32);
-    let out = tmp.path().join("out");
-    let run = || {
-        let mut cmd = segnet_video(&m, &frames, &out);
-        cmd.args(["--batch", "2"]);
-        cmd
-    };
+    let f = FolderRun::new(FRAMES);
+    let out = f.tmp.path().join("out");
+    let run = || f.cmd(&out);
     let mut child = start_until_rows(&mut run(), &out, 4);
     child.kill().unwrap();
     let status = child.wait().unwrap();
@@ -448,8 +465,8 @@ fn killed_folder_run_resumes_to_the_same_csv_as_an_uninterrupted_run() {
     assert!(!out.join("overlay.partial.mp4").exists());
 
     // Seeded sampling per frame: the resumed CSV is the one a run without the kill writes.
-    let whole = tmp.path().join("whole");
-    segnet_video(&m, &frames, &whole).assert().success();
+    let whole = f.tmp.path().join("whole");
+    segnet_video(&f.model, &f.frames, &whole).assert().success();
     let csv = |dir: &Path| std::fs::read(dir.join("frames.csv")).unwrap();
     assert_eq!(
         frame_indices(&out.join("frames.csv")),
@@ -574,16 +591,9 @@ fn start_paused(cmd: &mut Command, out: &Path) -> (Child, Pid) {
 #[test]
 fn a_second_run_on_a_busy_output_folder_is_refused_naming_the_first() {
     const FRAMES: usize = 40;
-    let tmp = tempfile::tempdir().unwrap();
-    let m = model(tmp.path());
-    let frames = tmp.path().join("frames");
-    write_frames(&frames, FRAMES as u32);
-    let out = tmp.path().join("out");
-    let run = || {
-        let mut cmd = segnet_video(&m, &frames, &out);
-        cmd.args(["--batch", "2"]);
-        cmd
-    };
+    let f = FolderRun::new(FRAMES);
+    let out = f.tmp.path().join("out");
+    let run = || f.cmd(&out);
     let (first, pid) = start_paused(&mut run(), &out);
     let line = fails_with(&mut run(), "in use by another segnet-video run");
     kill(pid, Signal::SIGCONT).unwrap();
@@ -612,39 +622,32 @@ fn a_second_run_on_a_busy_output_folder_is_refused_naming_the_first() {
 #[test]
 fn outputs_replaced_under_a_run_are_an_error_not_a_finished_run() {
     const FRAMES: usize = 40;
-    let tmp = tempfile::tempdir().unwrap();
-    let m = model(tmp.path());
-    let frames = tmp.path().join("frames");
-    write_frames(&frames, FRAMES as u32);
+    let f = FolderRun::new(FRAMES);
+    let tmp = f.tmp.path();
     for (case, lost) in [
         ("csv", "frames.partial.csv has 0 rows"),
         ("video", "overlay.partial.mp4 has 3 frames"),
     ] {
-        let out = tmp.path().join(case);
+        let out = tmp.join(case);
         let run = || {
-            let mut cmd = segnet_video(&m, &frames, &out);
-            cmd.args(["--batch", "2", "--codec", "mp4v"]);
+            let mut cmd = f.cmd(&out);
+            cmd.args(["--codec", "mp4v"]);
             cmd
         };
         let (child, pid) = start_paused(&mut run(), &out);
         // What an unlocked second run did: replace a partial output by name, while this run
         // goes on writing the file it has open.
-        let partial = if case == "csv" {
+        let (replacement, partial) = if case == "csv" {
             let csv = out.join("frames.partial.csv");
             let header = std::fs::read_to_string(&csv).unwrap();
             let header = header.lines().next().unwrap().to_string();
-            std::fs::write(tmp.path().join("replacement"), header + "\n").unwrap();
-            csv
+            std::fs::write(tmp.join("replacement.csv"), header + "\n").unwrap();
+            (tmp.join("replacement.csv"), csv)
         } else {
-            write_video(&tmp.path().join("replacement.mp4"), "mp4v", 3, 10.0);
-            std::fs::rename(
-                tmp.path().join("replacement.mp4"),
-                tmp.path().join("replacement"),
-            )
-            .unwrap();
-            out.join("overlay.partial.mp4")
+            write_video(&tmp.join("replacement.mp4"), "mp4v", 3, 10.0);
+            (tmp.join("replacement.mp4"), out.join("overlay.partial.mp4"))
         };
-        std::fs::rename(tmp.path().join("replacement"), &partial).unwrap();
+        std::fs::rename(replacement, &partial).unwrap();
         kill(pid, Signal::SIGCONT).unwrap();
         let o = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
