@@ -21,6 +21,7 @@ mod optim;
 pub mod plot;
 pub mod progress;
 pub mod render;
+mod resume;
 mod rng;
 mod train;
 
