@@ -208,11 +208,7 @@ fn open_run(args: &TrainArgs, cfg: &Config, data: &TrainingData, per_epoch: usiz
     );
     let changes = resume::changes(&resume::saved_config(&out)?, cfg);
     resume::refuse_unsafe(&out, &changes)?;
-    let progress: Progress = ckpt
-        .meta
-        .get(PROGRESS_KEY)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .with_context(|| format!("{} has no training progress", last.display()))?;
+    let progress = progress_of(&ckpt, &last)?;
     if let Some(trained_on) = &progress.data {
         data.print.check(trained_on, &cfg.data.root)?;
     }
@@ -230,6 +226,16 @@ fn open_run(args: &TrainArgs, cfg: &Config, data: &TrainingData, per_epoch: usiz
             changes,
         }),
     })
+}
+
+/// The training progress in a checkpoint's metadata.
+pub(crate) fn progress_of(ckpt: &checkpoint::Checkpoint, path: &Path) -> Result<Progress> {
+    let json = ckpt
+        .meta
+        .get(PROGRESS_KEY)
+        .with_context(|| format!("{} has no training progress", path.display()))?;
+    serde_json::from_str(json)
+        .with_context(|| format!("{}: unreadable training progress", path.display()))
 }
 
 impl Run {

@@ -109,9 +109,14 @@ const ADAMW_POLY: &str =
 
 /// `tiny.yaml`: a tiny network on `data/`, batches of 2, with the `train:` lines given.
 fn tiny_config(d: &Scratch, train: &str) {
+    tiny_config_with_data(d, "", train);
+}
+
+/// [`tiny_config`] with more `data:` lines.
+fn tiny_config_with_data(d: &Scratch, data: &str, train: &str) {
     let cfg = format!(
         "model:\n  arch: basic\n  width: 0.125\n  input_size: [48, 64]\n\
-         data:\n  root: data\n  class_weights: none\n\
+         data:\n  root: data\n  class_weights: none\n{data}\
          train:\n  batch_size: 2\n  prefetch: 2\n{train}"
     );
     std::fs::write(d.path("tiny.yaml"), cfg).unwrap();
@@ -361,10 +366,12 @@ fn a_diverging_run_stops_naming_the_learning_rate_and_keeps_its_last_checkpoint(
     d.segnet(&train_args("run")).assert().success();
     let kept = std::fs::read(d.path("run/last.safetensors")).unwrap();
     // An f32 overflows at this rate on the first step. Checkpointing every step, the weights'
-    // check catches it; checkpointing rarely, the next step's loss does.
+    // check catches it; checkpointing rarely, the next step's loss does. A resume refuses a new
+    // rate, so the run's own record is given it: a run that diverges after its checkpoint.
     for every in [1, 100] {
         let train = format!("  optimizer: adamw\n  lr: 1.0e+40\n  checkpoint_every: {every}\n");
         tiny_config(&d, &format!("{train}  epochs: 3\n"));
+        std::fs::copy(d.path("tiny.yaml"), d.path("run/config.yaml")).unwrap();
         d.fails_naming(&format!("{} --resume", train_args("run")), "train.lr");
         let last = std::fs::read(d.path("run/last.safetensors")).unwrap();
         assert!(
@@ -444,5 +451,158 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
                 x["epoch"]
             );
         }
+        let rate = y["train_images_per_s"].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && rate.is_finite(),
+            "epoch {}: {rate} img/s",
+            y["epoch"]
+        );
     }
+}
+
+/// Runs `args`, expecting a one-line `error: ` (exit code 1, no panic); returns that line.
+fn one_line_error(d: &Scratch, args: &str) -> String {
+    let out = d.segnet(args).assert().code(1).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn a_resume_that_would_not_replay_the_run_is_refused_and_leaves_it_as_it_was() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 8);
+    tiny_config_with_data(&d, "  limit: 8\n", "  epochs: 1\n");
+    d.segnet(&train_args("run")).assert().success();
+    let record = std::fs::read(d.path("run/config.yaml")).unwrap();
+    let last = std::fs::read(d.path("run/last.safetensors")).unwrap();
+
+    // The issue's change (fewer images, which panicked on a mid-epoch checkpoint) and a new
+    // rate, with a longer budget: refused in one line naming both keys, nothing written.
+    tiny_config_with_data(&d, "  limit: 4\n", "  lr: 0.02\n  epochs: 2\n");
+    let err = one_line_error(&d, &format!("{} --resume", train_args("run")));
+    assert!(
+        err.contains("`data.limit` (8 -> 4)") && err.contains("`train.lr` (0.001 -> 0.02)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("`train.epochs` (1"),
+        "epochs may change: {err}"
+    );
+    assert_eq!(std::fs::read(d.path("run/config.yaml")).unwrap(), record);
+    assert_eq!(std::fs::read(d.path("run/last.safetensors")).unwrap(), last);
+    assert!(!d.path("run/resumes.jsonl").exists());
+
+    // The same data moved elsewhere, with a longer budget: resumed and recorded.
+    std::fs::rename(d.path("data"), d.path("moved")).unwrap();
+    tiny_config_with_data(&d, "  limit: 8\n", "  epochs: 2\n");
+    let resume = format!("{} --resume --data moved", train_args("run"));
+    d.segnet(&resume).assert().success();
+    assert_eq!(log_lines(&d.path("run")).len(), 2);
+    let resumes = std::fs::read_to_string(d.path("run/resumes.jsonl")).unwrap();
+    let lines: Vec<Value> = resumes
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{resumes}");
+    let changes = &lines[0]["changes"];
+    assert_eq!(changes[0]["key"], "data.root", "{resumes}");
+    assert_eq!(
+        (&changes[1]["key"], &changes[1]["to"]),
+        (&"train.epochs".into(), &2.into())
+    );
+    assert_eq!(lines[0]["epoch"], 1);
+    let saved = std::fs::read_to_string(d.path("run/config.yaml")).unwrap();
+    assert!(
+        saved.contains("epochs: 2") && saved.contains("moved"),
+        "{saved}"
+    );
+
+    // Other data under the run's config: one pair fewer.
+    std::fs::remove_file(d.path("moved/train/f000.png")).unwrap();
+    std::fs::remove_file(d.path("moved/trainannot/f000.png")).unwrap();
+    tiny_config_with_data(&d, "  limit: 8\n", "  epochs: 3\n");
+    let err = one_line_error(&d, &resume);
+    assert!(
+        err.contains("7 train and 8 val pairs where the run had 8 and 8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_train_that_fails_its_checks_writes_no_run_folder() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 1);
+    tiny_config(&d, "  epochs: 1\n");
+    d.fails_naming(&train_args("run"), "train.batch_size");
+    assert!(!d.path("run").exists(), "a failed start left a run folder");
+    d.fails_naming(&format!("{} --data nowhere", train_args("run")), "nowhere");
+    assert!(!d.path("run").exists(), "a failed start left a run folder");
+}
+
+#[test]
+fn an_epoch_resumed_after_its_last_step_logs_the_whole_epoch() {
+    let d = Scratch::new();
+    // 2 images in batches of 2: every step is an epoch's last, so the time limit stops the run
+    // with a checkpoint after an epoch's last step and before its log line.
+    synthetic_dataset(&d, 2);
+    tiny_config(
+        &d,
+        "  optimizer: adam\n  lr: 0.01\n  epochs: 60\n  checkpoint_every: 1\n",
+    );
+    d.segnet(&train_args("straight")).assert().success();
+    d.segnet(&format!("{} --max-minutes 0.005", train_args("cut")))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("stopped at the time limit"));
+    let at = checkpoint_progress(&d.path("cut/last.safetensors")).unwrap();
+    assert_eq!(
+        at["step_in_epoch"], 1,
+        "not stopped after a last step: {at}"
+    );
+    let cut = std::fs::read_to_string(d.path("cut/log.jsonl")).map_or(0, |l| l.lines().count());
+    assert_eq!(Some(cut as u64), at["epoch"].as_u64(), "{at}");
+
+    // The time limit goes (a budget change, recorded); the constant rate keeps the replay exact.
+    d.segnet(&format!("{} --resume", train_args("cut")))
+        .assert()
+        .success();
+    let straight = log_lines(&d.path("straight"));
+    let resumed = log_lines(&d.path("cut"));
+    assert_eq!(resumed.len(), 60);
+    for (x, y) in straight.iter().zip(&resumed) {
+        for key in "step lr train_loss val_global_accuracy val_miou".split(' ') {
+            assert_eq!(
+                x[key], y[key],
+                "epoch {}: {key}, cut after {cut}",
+                x["epoch"]
+            );
+        }
+        let rate = y["train_images_per_s"].as_f64().unwrap();
+        let wait = y["data_wait_share"].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && rate.is_finite(),
+            "epoch {}: {rate} img/s",
+            y["epoch"]
+        );
+        assert!(
+            (0.0..=1.0).contains(&wait),
+            "epoch {}: wait {wait}",
+            y["epoch"]
+        );
+    }
+    let straight = tensors(&d.path("straight/last.safetensors"));
+    let resumed = tensors(&d.path("cut/last.safetensors"));
+    for (name, t) in &straight {
+        assert!(t.equal(&resumed[name]), "{name} differs, cut after {cut}");
+    }
+    let resumes = std::fs::read_to_string(d.path("cut/resumes.jsonl")).unwrap();
+    assert!(
+        resumes.contains("\"key\":\"train.max_minutes\""),
+        "{resumes}"
+    );
 }
