@@ -606,3 +606,30 @@ fn an_epoch_resumed_after_its_last_step_logs_the_whole_epoch() {
         "{resumes}"
     );
 }
+
+#[test]
+fn a_model_whose_header_claims_an_impossible_shape_is_a_one_line_error() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    let (mut header, data) = safetensors_header(&d.path(&model)).unwrap();
+    // No data, so the sizes agree, but 2^63 is beyond libtorch's dimensions (found while
+    // writing the checkpoint fuzz target, fuzz/README.md; it panicked in `view`).
+    for shape in [
+        serde_json::json!([1u64 << 63, 0]),
+        serde_json::json!([u64::MAX, 0]),
+    ] {
+        header["odd"] = serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [0, 0]});
+        let mut text = serde_json::to_vec(&header).unwrap();
+        text.resize(text.len().div_ceil(8) * 8, b' ');
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(text);
+        bytes.extend(&data);
+        std::fs::write(d.path("odd.safetensors"), bytes).unwrap();
+        let png = d.path("in.png");
+        road_scene(64, 48, 0).0.save(&png).unwrap();
+        d.fails_naming(
+            "infer in.png --model odd.safetensors --device cpu --out o",
+            "impossible shape",
+        );
+    }
+}
