@@ -23,7 +23,7 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{self, write_atomic};
 use crate::cli::{RecalibrateArgs, TrainArgs};
 use crate::config::{Config, Schedule};
 use crate::data::{self, Batch, Loader, Pair};
@@ -245,6 +245,7 @@ impl Run {
     fn begin(&self, cfg: &Config) -> Result<()> {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create run folder {}", self.out.display()))?;
+        atomic::remove_leftovers(&self.out);
         let log = self.out.join("log.jsonl");
         let Some(r) = &self.resumed else {
             write_atomic(&self.out.join("config.yaml"), cfg.to_yaml().as_bytes())?;

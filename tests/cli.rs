@@ -425,9 +425,17 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
     let at = checkpoint_progress(&last).unwrap();
     assert!((7..30).contains(&step(&at)), "killed at {at}");
 
+    // A write the kill cut short leaves its temporary file (as the stress script's kills
+    // during checkpoint writes do): the resume clears it away.
+    let leftover = d.path("killed/.tmpK1lled");
+    std::fs::write(&leftover, b"half a checkpoint").unwrap();
     d.segnet(&format!("{} --resume", train_args("killed")))
         .assert()
         .success();
+    assert!(
+        !leftover.exists(),
+        "a killed write's temporary file is left"
+    );
     for f in ["last.safetensors", "model.safetensors"] {
         let straight = tensors(&d.path("straight").join(f));
         let resumed = tensors(&d.path("killed").join(f));

@@ -175,18 +175,17 @@ scenario_kill() { # $1: train | write
   rm -rf straight
   t0=$(now); train straight >/dev/null; dur=$(secs "$t0" "$(now)")
   for i in $(seq "$repeats"); do
-    rm -rf killed
-    train killed >/dev/null 2>&1 &
-    local pid=$!
+    rm -rf killed && mkdir killed
+    "$bin" train --config tiny.yaml --device cpu --out killed >/dev/null 2>&1 &
+    local pid=$! rc=0
     if [ "$kind" = train ]; then
-      sleep "$(py rand 0.2 "$dur")"
-      kill -9 "$pid" 2>/dev/null && hits=$((hits + 1))
+      sleep "$(py rand 0.1 "$(secs 0 "0.9 * $dur")")"
+      kill -9 "$pid" 2>/dev/null || true
     else
-      mkdir -p killed
-      hits=$((hits + $(py killwrite "$pid" killed "$(py rand 0.2 "$dur")" "$dur")))
+      py killwrite "$pid" killed "$(py rand 0.1 "$(secs 0 "0.7 * $dur")")" "$dur" >/dev/null
     fi
-    wait "$pid" 2>/dev/null || true
-    litter=$((litter + $(find killed -name '.tmp*' 2>/dev/null | wc -l)))
+    wait "$pid" 2>/dev/null || rc=$?
+    [ "$rc" = 137 ] && hits=$((hits + 1))
     if [ -f killed/last.safetensors ]; then
       check_resumed killed || { lost=$((lost + 8)); continue; }
       runs=$((runs + 2))
@@ -196,28 +195,30 @@ scenario_kill() { # $1: train | write
       train killed >/dev/null
       runs=$((runs + 2))
     fi
+    litter=$((litter + $(find killed -name '.tmp*' | wc -l)))
     lost=$((lost + $(py lost straight/log.jsonl killed/log.jsonl)))
     for f in last model; do
       [ "$(py same "straight/$f.safetensors" "killed/$f.safetensors")" = 1 ] || differ=$((differ + 1))
     done
   done
-  local what="SIGKILLs during train"
+  local what="SIGKILLs before the end of train"
   [ "$kind" = write ] && what="SIGKILLs while a checkpoint's temporary file existed"
-  report "$kind" "runs $runs, faults injected $hits ($what), epochs lost $lost of $((repeats * 8)), final weights not bit-identical $differ of $((2 * repeats)) files, temporary files left behind $litter (one ${dur}s run alone)"
+  report "$kind" "runs $runs, faults injected $hits ($what), epochs lost $lost of $((repeats * 8)), final weights not bit-identical $differ of $((2 * repeats)) files, temporary files left after the resume $litter (one ${dur}s run alone)"
 }
 
 scenario_recal() {
-  local partial=0 whole=0 absent=0 runs=0 litter=0 t0 dur
+  local partial=0 whole=0 absent=0 runs=0 hits=0 litter=0 t0 dur
   [ -f straight/model.safetensors ] || train straight >/dev/null
   local args=(recalibrate --model straight/model.safetensors --config tiny.yaml --dropout --device cpu)
   t0=$(now); "$bin" "${args[@]}" --out recal-ref.safetensors >/dev/null; dur=$(secs "$t0" "$(now)")
   for i in $(seq "$repeats"); do
     rm -rf rc && mkdir rc
     "$bin" "${args[@]}" --out rc/out.safetensors >/dev/null 2>&1 &
-    local pid=$!
-    sleep "$(py rand 0 "$dur")"
+    local pid=$! rc=0
+    sleep "$(py rand 0 "$(secs 0 "0.9 * $dur")")"
     kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || rc=$?
+    [ "$rc" = 137 ] && hits=$((hits + 1))
     runs=$((runs + 1))
     litter=$((litter + $(find rc -name '.tmp*' | wc -l)))
     if [ ! -e rc/out.safetensors ]; then
@@ -228,7 +229,7 @@ scenario_recal() {
       partial=$((partial + 1))
     fi
   done
-  report recal "runs $runs, faults injected $repeats (SIGKILLs), outputs whole $whole, absent $absent, partial (lost) $partial, temporary files left behind $litter (one ${dur}s run alone)"
+  report recal "runs $runs, faults injected $hits (SIGKILLs before the end), outputs whole $whole, absent $absent, partial (lost) $partial, temporary files left behind $litter (one ${dur}s run alone)"
 }
 
 for s in "$@"; do
