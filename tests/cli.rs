@@ -641,3 +641,52 @@ fn a_model_whose_header_claims_an_impossible_shape_is_a_one_line_error() {
         );
     }
 }
+
+/// CRC-32 of PNG chunks (ISO 3309), for hand-made PNG headers.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for b in bytes {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A PNG claiming a `w` x `h` 8-bit grey image, with an empty pixel data chunk.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [
+        (
+            &b"IHDR"[..],
+            [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 0, 0, 0, 0]].concat(),
+        ),
+        (b"IDAT", vec![]),
+        (b"IEND", vec![]),
+    ] {
+        let body = [kind, &data].concat();
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(&body);
+        png.extend(crc32(&body).to_be_bytes());
+    }
+    png
+}
+
+#[test]
+fn a_label_claiming_too_many_pixels_is_refused_before_decoding() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 2);
+    // 69 bytes that would decode to 72 million pixels (found while fuzzing the label reader:
+    // 389 KB of PNG took 1.7 GB and 21 s to read).
+    std::fs::write(d.path("data/valannot/f100.png"), png_claiming(9000, 8000)).unwrap();
+    let model = tiny_model(&d, "basic");
+    d.fails_naming(
+        &format!("eval --model {model} --data data --split val --device cpu --out e"),
+        "claims 9000x8000 pixels",
+    );
+}
