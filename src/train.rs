@@ -47,25 +47,38 @@ pub(crate) struct Progress {
     pub best_miou: f64,
     /// Seconds of training so far, over all sessions of the run.
     pub elapsed: f64,
-    /// Summed loss of the current epoch's steps, so that an epoch resumed part-way logs the
-    /// loss the uninterrupted epoch would have.
-    #[serde(default)]
-    pub epoch_loss_sum: f64,
-    /// Seconds spent on the current epoch's steps and of them waiting for data, over all
-    /// sessions: a resumed epoch logs the rate of all its steps, not of the last session's.
-    #[serde(default)]
-    pub epoch_seconds: f64,
-    #[serde(default)]
-    pub epoch_wait: f64,
+    #[serde(flatten)]
+    pub sums: EpochSums,
     /// The data the run trains on; `None` in checkpoints from before it was kept.
     #[serde(default)]
     pub data: Option<DataPrint>,
 }
 
-impl Progress {
-    /// The current epoch's images per second of its steps (batches are whole).
+/// Running sums of the current epoch, kept in the checkpoint (flat beside the progress) so
+/// that an epoch resumed part-way logs what the uninterrupted epoch would have.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct EpochSums {
+    /// Summed loss of the epoch's steps.
+    pub epoch_loss_sum: f64,
+    /// Seconds spent on the epoch's steps, and of them waiting for data, over all sessions:
+    /// the time between a kill and the resume, and steps redone after it, do not count.
+    pub epoch_seconds: f64,
+    pub epoch_wait: f64,
+    /// The steps those seconds cover: all of the epoch's, except those before the resume of a
+    /// checkpoint from a version that did not time them.
+    pub epoch_timed_steps: usize,
+}
+
+impl EpochSums {
+    /// Images per second of the epoch's timed steps (batches are whole).
     fn images_per_s(&self, batch_size: usize) -> f64 {
-        (self.step_in_epoch * batch_size) as f64 / self.epoch_seconds.max(1e-9)
+        (self.epoch_timed_steps * batch_size) as f64 / self.epoch_seconds.max(1e-9)
+    }
+
+    /// The share of the epoch's time spent waiting for data.
+    fn wait_share(&self) -> f64 {
+        self.epoch_wait / self.epoch_seconds.max(1e-9)
     }
 }
 
@@ -491,14 +504,12 @@ impl Trainer<'_> {
                 return Ok(false);
             }
             let p = &mut self.progress;
-            let loss = p.epoch_loss_sum / p.step_in_epoch.max(1) as f64;
-            let rate = p.images_per_s(self.cfg.train.batch_size);
-            let wait_share = p.epoch_wait / p.epoch_seconds.max(1e-9);
+            let loss = p.sums.epoch_loss_sum / p.step_in_epoch.max(1) as f64;
+            let rate = p.sums.images_per_s(self.cfg.train.batch_size);
+            let wait_share = p.sums.wait_share();
             p.epoch += 1;
             p.step_in_epoch = 0;
-            p.epoch_loss_sum = 0.0;
-            p.epoch_seconds = 0.0;
-            p.epoch_wait = 0.0;
+            p.sums = EpochSums::default();
             let lr = self.learning_rate(self.progress.global_step - 1);
             self.end_epoch(lr, loss, rate, wait_share)?;
         }
@@ -528,7 +539,10 @@ impl Trainer<'_> {
         let t = &self.cfg.train;
         // This session's time on the epoch adds to its earlier sessions'.
         let start = Instant::now();
-        let (seconds_before, wait_before) = (self.progress.epoch_seconds, self.progress.epoch_wait);
+        let (seconds_before, wait_before) = (
+            self.progress.sums.epoch_seconds,
+            self.progress.sums.epoch_wait,
+        );
         let mut loader = self.epoch_loader();
         let bar = progress::bar(
             Some(self.per_epoch as u64),
@@ -542,15 +556,16 @@ impl Trainer<'_> {
             let lr = self.learning_rate(self.progress.global_step);
             let loss = self.step(&batch, lr)?;
             let p = &mut self.progress;
-            p.epoch_loss_sum += loss;
             p.step_in_epoch += 1;
             p.global_step += 1;
-            p.epoch_seconds = seconds_before + start.elapsed().as_secs_f64();
-            p.epoch_wait = wait_before + loader.wait_seconds();
+            p.sums.epoch_loss_sum += loss;
+            p.sums.epoch_seconds = seconds_before + start.elapsed().as_secs_f64();
+            p.sums.epoch_wait = wait_before + loader.wait_seconds();
+            p.sums.epoch_timed_steps += 1;
             bar.set_message(format!(
                 "loss {:.3} {:.2} img/s",
-                p.epoch_loss_sum / p.step_in_epoch as f64,
-                p.images_per_s(t.batch_size)
+                p.sums.epoch_loss_sum / p.step_in_epoch as f64,
+                p.sums.images_per_s(t.batch_size)
             ));
             bar.inc(1);
             if p.global_step.is_multiple_of(t.checkpoint_every) {
@@ -806,6 +821,17 @@ mod tests {
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
         assert_eq!(a, epoch_order(50, 1, 0));
         assert_ne!(a, epoch_order(50, 1, 1));
+    }
+
+    #[test]
+    fn progress_of_older_checkpoints_reads_with_untimed_steps() {
+        // Written before the epoch's time and the data's fingerprint were kept.
+        let old = r#"{"epoch":3,"step_in_epoch":2,"global_step":11,"best_miou":0.5,"elapsed":1.0,"epoch_loss_sum":2.5}"#;
+        let p: Progress = serde_json::from_str(old).unwrap();
+        assert_eq!((p.step_in_epoch, p.sums.epoch_loss_sum), (2, 2.5));
+        assert_eq!((p.sums.epoch_timed_steps, p.data.as_ref()), (0, None));
+        let back: Progress = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

@@ -436,34 +436,46 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
         !leftover.exists(),
         "a killed write's temporary file is left"
     );
+    let context = format!("killed at {at}");
     for f in ["last.safetensors", "model.safetensors"] {
-        let straight = tensors(&d.path("straight").join(f));
-        let resumed = tensors(&d.path("killed").join(f));
-        assert_eq!(straight.len(), resumed.len());
-        for (name, t) in &straight {
-            assert!(
-                t.equal(&resumed[name]),
-                "{f}: {name} differs, killed at {at}"
-            );
-        }
+        assert_same_weights(
+            &d.path("straight").join(f),
+            &d.path("killed").join(f),
+            &context,
+        );
     }
-    // The log replays too: the epoch the kill cut keeps its running loss in the checkpoint.
-    let straight = log_lines(&d.path("straight"));
-    let resumed = log_lines(&d.path("killed"));
-    assert_eq!(resumed.len(), 10, "one log line per epoch after resuming");
+    // The log replays too: the epoch the kill cut keeps its running sums in the checkpoint.
+    assert_log_replays(&d.path("straight"), &d.path("killed"), 10, &context);
+}
+
+/// The two files hold the same tensors, bit for bit.
+fn assert_same_weights(a: &Path, b: &Path, context: &str) {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.len(), b.len(), "{context}");
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs, {context}");
+    }
+}
+
+/// The resumed run's log has `epochs` lines, each the uninterrupted run's (timings aside), with
+/// a real rate and data-wait share.
+fn assert_log_replays(straight: &Path, resumed: &Path, epochs: usize, context: &str) {
+    let (straight, resumed) = (log_lines(straight), log_lines(resumed));
+    assert_eq!(resumed.len(), epochs, "one log line per epoch, {context}");
     for (x, y) in straight.iter().zip(&resumed) {
-        for key in "step lr train_loss val_global_accuracy val_miou val_mc_miou".split(' ') {
-            assert_eq!(
-                x[key], y[key],
-                "epoch {}: {key}, killed at {at}",
-                x["epoch"]
-            );
+        let epoch = &x["epoch"];
+        for key in "epoch step lr train_loss val_global_accuracy val_miou val_mc_miou".split(' ') {
+            assert_eq!(x[key], y[key], "epoch {epoch}: {key}, {context}");
         }
         let rate = y["train_images_per_s"].as_f64().unwrap();
+        let wait = y["data_wait_share"].as_f64().unwrap();
         assert!(
             rate > 0.0 && rate.is_finite(),
-            "epoch {}: {rate} img/s",
-            y["epoch"]
+            "epoch {epoch}: {rate} img/s, {context}"
+        );
+        assert!(
+            (0.0..=1.0).contains(&wait),
+            "epoch {epoch}: wait {wait}, {context}"
         );
     }
 }
@@ -579,35 +591,14 @@ fn an_epoch_resumed_after_its_last_step_logs_the_whole_epoch() {
     d.segnet(&format!("{} --resume", train_args("cut")))
         .assert()
         .success();
-    let straight = log_lines(&d.path("straight"));
-    let resumed = log_lines(&d.path("cut"));
-    assert_eq!(resumed.len(), 60);
-    for (x, y) in straight.iter().zip(&resumed) {
-        for key in "step lr train_loss val_global_accuracy val_miou".split(' ') {
-            assert_eq!(
-                x[key], y[key],
-                "epoch {}: {key}, cut after {cut}",
-                x["epoch"]
-            );
-        }
-        let rate = y["train_images_per_s"].as_f64().unwrap();
-        let wait = y["data_wait_share"].as_f64().unwrap();
-        assert!(
-            rate > 0.0 && rate.is_finite(),
-            "epoch {}: {rate} img/s",
-            y["epoch"]
-        );
-        assert!(
-            (0.0..=1.0).contains(&wait),
-            "epoch {}: wait {wait}",
-            y["epoch"]
-        );
-    }
-    let straight = tensors(&d.path("straight/last.safetensors"));
-    let resumed = tensors(&d.path("cut/last.safetensors"));
-    for (name, t) in &straight {
-        assert!(t.equal(&resumed[name]), "{name} differs, cut after {cut}");
-    }
+    let context = format!("cut after {cut} epochs");
+    assert_log_replays(&d.path("straight"), &d.path("cut"), 60, &context);
+    let last = "last.safetensors";
+    assert_same_weights(
+        &d.path("straight").join(last),
+        &d.path("cut").join(last),
+        &context,
+    );
     let resumes = std::fs::read_to_string(d.path("cut/resumes.jsonl")).unwrap();
     assert!(
         resumes.contains("\"key\":\"train.max_minutes\""),

@@ -6,7 +6,8 @@
 #   video   two segnet-video runs on one output folder, the second started at a random moment
 #           of the first; then one plain rerun, as a user would. Lost: frames of the input
 #           missing from the final frames.csv or overlay video.
-#   train   SIGKILL at a random moment of `train`, then `train --resume`. Lost: epochs whose
+#   train   SIGKILL 0-50 ms after a random step's checkpoint (steps 1-23 of 24), then
+#           `train --resume`. Lost: epochs whose
 #           log line differs from an uninterrupted run's; and whether the final weights are
 #           bit-identical to it.
 #   write   SIGKILL during a checkpoint write (the moment its temporary file appears, after a
@@ -113,13 +114,31 @@ def kill_at_write(pid, folder, delay, limit):
             break
     print(0)
 
+def kill_after_step(pid, checkpoint, step):
+    """SIGKILL `pid` a random 0-50 ms after its checkpoint shows global step `step`."""
+    while True:
+        try:
+            h = split(checkpoint)
+            if h and json.loads(h[0]['__metadata__']['segnet_bayes.progress'])['global_step'] >= step:
+                break
+            state = open(f'/proc/{pid}/stat').read().split(') ')[1][0]
+        except (FileNotFoundError, IndexError):
+            return
+        if state in 'ZX':
+            return
+        time.sleep(0.001)
+    time.sleep(random.uniform(0, 0.05))
+    os.kill(pid, signal.SIGKILL)
+
 cmd, *args = sys.argv[1:]
 if cmd == 'dataset': dataset(args[0], int(args[1]))
 elif cmd == 'frames': frames(args[0], int(args[1]))
 elif cmd == 'same': print(int(same_tensors(*args)))
 elif cmd == 'whole': print(int(split(args[0]) is not None))
 elif cmd == 'lost': print(epochs_lost(*args))
+elif cmd == 'killstep': kill_after_step(int(args[0]), args[1], int(args[2]))
 elif cmd == 'killwrite': kill_at_write(int(args[0]), args[1], float(args[2]), float(args[3]))
+elif cmd == 'randint': print(random.randint(int(args[0]), int(args[1])))
 elif cmd == 'rand': print(f'{random.uniform(float(args[0]), float(args[1])):.3f}')
 EOF
 py() { python3 helper.py "$@"; }
@@ -179,8 +198,7 @@ scenario_kill() { # $1: train | write
     "$bin" train --config tiny.yaml --device cpu --out killed >/dev/null 2>&1 &
     local pid=$! rc=0
     if [ "$kind" = train ]; then
-      sleep "$(py rand 0.1 "$(secs 0 "0.9 * $dur")")"
-      kill -9 "$pid" 2>/dev/null || true
+      py killstep "$pid" killed/last.safetensors "$(py randint 1 23)"
     else
       py killwrite "$pid" killed "$(py rand 0.1 "$(secs 0 "0.7 * $dur")")" "$dur" >/dev/null
     fi
@@ -201,7 +219,7 @@ scenario_kill() { # $1: train | write
       [ "$(py same "straight/$f.safetensors" "killed/$f.safetensors")" = 1 ] || differ=$((differ + 1))
     done
   done
-  local what="SIGKILLs before the end of train"
+  local what="SIGKILLs during train"
   [ "$kind" = write ] && what="SIGKILLs while a checkpoint's temporary file existed"
   report "$kind" "runs $runs, faults injected $hits ($what), epochs lost $lost of $((repeats * 8)), final weights not bit-identical $differ of $((2 * repeats)) files, temporary files left after the resume $litter (one ${dur}s run alone)"
 }
