@@ -7,9 +7,8 @@
 #           of the first; then one plain rerun, as a user would. Lost: frames of the input
 #           missing from the final frames.csv or overlay video.
 #   train   SIGKILL 0-50 ms after a random step's checkpoint (steps 1-23 of 24), then
-#           `train --resume`. Lost: epochs whose
-#           log line differs from an uninterrupted run's; and whether the final weights are
-#           bit-identical to it.
+#           `train --resume`. Lost: epochs whose log line differs from an uninterrupted run's;
+#           and whether the final weights are bit-identical to it.
 #   write   SIGKILL during a checkpoint write (the moment its temporary file appears, after a
 #           random delay), then `train --resume`; counted like `train`.
 #   recal   SIGKILL at a random moment of `recalibrate`. Lost: an output that is there but not
