@@ -9,10 +9,11 @@
 #   train   SIGKILL 0-50 ms after a random step's checkpoint (steps 1-23 of 24), then
 #           `train --resume`. Lost: epochs whose log line differs from an uninterrupted run's;
 #           and whether the final weights are bit-identical to it.
-#   write   SIGKILL during a checkpoint write (the moment its temporary file appears, after a
-#           random delay), then `train --resume`; counted like `train`.
-#   recal   SIGKILL at a random moment of `recalibrate`. Lost: an output that is there but not
-#           byte-identical to an uninterrupted run's (whole or absent is fine).
+#   write   SIGKILL during a write into the run folder (the moment a temporary file appears,
+#           after a random step), then `train --resume`; counted like `train`.
+#   recal   SIGKILL at a random moment of `recalibrate`, or (every other time) as its output's
+#           temporary file appears. Lost: an output that is there but not the uninterrupted
+#           run's, tensors and metadata (whole or absent is fine).
 #
 # Usage: tools/stress.sh [REPEATS (20)] [SCENARIO...]   (release binaries; built if missing)
 set -euo pipefail
@@ -78,10 +79,11 @@ def split(path):
     except Exception:
         return None
 
-def same_tensors(a, b):
-    """The tensors' bytes (the header's timings aside) are identical."""
+def same_tensors(a, b, meta=False):
+    """The tensors' bytes are identical, and with `meta` the metadata too (as a dictionary:
+    its order in the file varies; without `meta` the header's timings aside)."""
     x, y = split(a), split(b)
-    strip = lambda h: {k: v for k, v in h.items() if k != '__metadata__'}
+    strip = lambda h: h if meta else {k: v for k, v in h.items() if k != '__metadata__'}
     return x is not None and y is not None and strip(x[0]) == strip(y[0]) and x[1] == y[1]
 
 def epochs_lost(straight, resumed):
@@ -92,51 +94,46 @@ def epochs_lost(straight, resumed):
     return sum(1 for e in read(straight)
                if e['epoch'] not in got or any(e[k] != got[e['epoch']][k] for k in keys))
 
-def kill_at_write(pid, folder, delay, limit):
-    """After `delay` s, SIGKILL `pid` as soon as a temporary file appears in `folder` (an
-    atomic write in progress); prints 1 if it did, 0 if the process ended or time ran out."""
-    time.sleep(delay)
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            names = []
-        if any(n.startswith('.tmp') for n in names):
-            os.kill(pid, signal.SIGKILL)
-            print(1)
-            return
-        try:
-            if open(f'/proc/{pid}/stat').read().split(') ')[1][0] in 'ZX':
-                break  # ended, not yet waited for
-        except (FileNotFoundError, IndexError):
-            break
-    print(0)
+def running(pid):
+    try:
+        return open(f'/proc/{pid}/stat').read().split(') ')[1][0] not in 'ZX'
+    except (FileNotFoundError, IndexError):
+        return False
+
+def wait_for_step(pid, checkpoint, step):
+    """Waits until `pid`'s checkpoint shows global step `step`; False if it ended first."""
+    while running(pid):
+        h = split(checkpoint)
+        if h and json.loads(h[0]['__metadata__']['segnet_bayes.progress'])['global_step'] >= step:
+            return True
+        time.sleep(0.001)
+    return False
 
 def kill_after_step(pid, checkpoint, step):
     """SIGKILL `pid` a random 0-50 ms after its checkpoint shows global step `step`."""
-    while True:
-        try:
-            h = split(checkpoint)
-            if h and json.loads(h[0]['__metadata__']['segnet_bayes.progress'])['global_step'] >= step:
-                break
-            state = open(f'/proc/{pid}/stat').read().split(') ')[1][0]
-        except (FileNotFoundError, IndexError):
+    if wait_for_step(pid, checkpoint, step):
+        time.sleep(random.uniform(0, 0.05))
+        os.kill(pid, signal.SIGKILL)
+
+def kill_at_write(pid, folder, step=0):
+    """After step `step`'s checkpoint (if any), SIGKILL `pid` as soon as a temporary file
+    appears in `folder`: an atomic write in progress."""
+    if step and not wait_for_step(pid, os.path.join(folder, 'last.safetensors'), step):
+        return
+    while running(pid):
+        if any(n.startswith('.tmp') for n in os.listdir(folder)):
+            os.kill(pid, signal.SIGKILL)
             return
-        if state in 'ZX':
-            return
-        time.sleep(0.001)
-    time.sleep(random.uniform(0, 0.05))
-    os.kill(pid, signal.SIGKILL)
 
 cmd, *args = sys.argv[1:]
 if cmd == 'dataset': dataset(args[0], int(args[1]))
 elif cmd == 'frames': frames(args[0], int(args[1]))
 elif cmd == 'same': print(int(same_tensors(*args)))
+elif cmd == 'samemeta': print(int(same_tensors(*args, meta=True)))
 elif cmd == 'whole': print(int(split(args[0]) is not None))
 elif cmd == 'lost': print(epochs_lost(*args))
 elif cmd == 'killstep': kill_after_step(int(args[0]), args[1], int(args[2]))
-elif cmd == 'killwrite': kill_at_write(int(args[0]), args[1], float(args[2]), float(args[3]))
+elif cmd == 'killwrite': kill_at_write(int(args[0]), args[1], *map(int, args[2:]))
 elif cmd == 'randint': print(random.randint(int(args[0]), int(args[1])))
 elif cmd == 'rand': print(f'{random.uniform(float(args[0]), float(args[1])):.3f}')
 EOF
@@ -199,7 +196,7 @@ scenario_kill() { # $1: train | write
     if [ "$kind" = train ]; then
       py killstep "$pid" killed/last.safetensors "$(py randint 1 23)"
     else
-      py killwrite "$pid" killed "$(py rand 0.1 "$(secs 0 "0.7 * $dur")")" "$dur" >/dev/null
+      py killwrite "$pid" killed "$(py randint 1 22)"
     fi
     wait "$pid" 2>/dev/null || rc=$?
     [ "$rc" = 137 ] && hits=$((hits + 1))
@@ -219,7 +216,7 @@ scenario_kill() { # $1: train | write
     done
   done
   local what="SIGKILLs during train"
-  [ "$kind" = write ] && what="SIGKILLs while a checkpoint's temporary file existed"
+  [ "$kind" = write ] && what="SIGKILLs while a temporary file of an atomic write existed"
   report "$kind" "runs $runs, faults injected $hits ($what), epochs lost $lost of $((repeats * 8)), final weights not bit-identical $differ of $((2 * repeats)) files, temporary files left after the resume $litter (one ${dur}s run alone)"
 }
 
@@ -232,21 +229,25 @@ scenario_recal() {
     rm -rf rc && mkdir rc
     "$bin" "${args[@]}" --out rc/out.safetensors >/dev/null 2>&1 &
     local pid=$! rc=0
-    sleep "$(py rand 0 "$(secs 0 "0.9 * $dur")")"
-    kill -9 "$pid" 2>/dev/null || true
+    if [ $((i % 2)) = 0 ]; then
+      sleep "$(py rand 0 "$(secs 0 "0.9 * $dur")")"
+      kill -9 "$pid" 2>/dev/null || true
+    else
+      py killwrite "$pid" rc
+    fi
     wait "$pid" 2>/dev/null || rc=$?
     [ "$rc" = 137 ] && hits=$((hits + 1))
     runs=$((runs + 1))
     litter=$((litter + $(find rc -name '.tmp*' | wc -l)))
     if [ ! -e rc/out.safetensors ]; then
       absent=$((absent + 1))
-    elif cmp -s rc/out.safetensors recal-ref.safetensors; then
+    elif [ "$(py samemeta rc/out.safetensors recal-ref.safetensors)" = 1 ]; then
       whole=$((whole + 1))
     else
       partial=$((partial + 1))
     fi
   done
-  report recal "runs $runs, faults injected $hits (SIGKILLs before the end), outputs whole $whole, absent $absent, partial (lost) $partial, temporary files left behind $litter (one ${dur}s run alone)"
+  report recal "runs $runs, faults injected $hits (SIGKILLs before the end, half of them during the write), outputs whole $whole, absent $absent, partial (lost) $partial, temporary files left behind $litter (one ${dur}s run alone)"
 }
 
 for s in "$@"; do
