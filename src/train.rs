@@ -278,24 +278,31 @@ impl Run {
         )?;
         write_atomic(&self.out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
         trim_log(&log, p.epoch)?;
-        let changed: Vec<String> = r
+        println!("resuming {} {}", self.out.display(), r.describe());
+        Ok(())
+    }
+}
+
+impl Resumed {
+    /// Where the run resumes, and what changes.
+    fn describe(&self) -> String {
+        let p = &self.progress;
+        let changed: Vec<String> = self
             .changes
             .iter()
             .map(|c| format!("{} {} -> {}", c.key, c.from, c.to))
             .collect();
-        println!(
-            "resuming {} at epoch {} step {} (global step {}){}",
-            self.out.display(),
+        let changed = if changed.is_empty() {
+            String::new()
+        } else {
+            format!("; changed: {}", changed.join(", "))
+        };
+        format!(
+            "at epoch {} step {} (global step {}){changed}",
             p.epoch + 1,
             p.step_in_epoch,
-            p.global_step,
-            if changed.is_empty() {
-                String::new()
-            } else {
-                format!("; changed: {}", changed.join(", "))
-            }
-        );
-        Ok(())
+            p.global_step
+        )
     }
 }
 
