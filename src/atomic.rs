@@ -26,6 +26,23 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
+/// Prefix of the temporary files (tempfile's default, named so that leftovers can be found).
+const TEMP_PREFIX: &str = ".tmp";
+
+/// Removes the temporary files that writes killed mid-way (SIGKILL, a lost machine) left in
+/// `dir`. Only for a folder no other process is writing into.
+pub(crate) fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let ours = e.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A temporary file in `path`'s folder (a rename cannot cross file systems).
 fn temp_file_beside(path: &Path) -> std::io::Result<NamedTempFile> {
     let dir = path
@@ -33,6 +50,7 @@ fn temp_file_beside(path: &Path) -> std::io::Result<NamedTempFile> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
     // tempfile makes owner-only files; outputs get the mode `File::create` gives (umask).
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
@@ -83,6 +101,17 @@ mod tests {
         std::fs::write(&plain, b"x").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
         assert_eq!(mode(&ours), mode(&plain));
+    }
+
+    #[test]
+    fn leftovers_of_killed_writes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let killed = temp_file_beside(&dir.path().join("a")).unwrap();
+        let (_, left) = killed.keep().unwrap();
+        std::fs::write(dir.path().join("kept.tmp"), b"x").unwrap();
+        remove_leftovers(dir.path());
+        assert!(!left.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub mod config;
 mod data;
 mod device;
 mod eval;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image_io;
 pub mod infer;
 pub mod mc;
@@ -21,6 +24,7 @@ mod optim;
 pub mod plot;
 pub mod progress;
 pub mod render;
+mod resume;
 mod rng;
 mod train;
 mod upsample;

@@ -9,7 +9,9 @@
 //! Run folder: `config.yaml` (resolved), `last.safetensors` (weights + optimiser state + progress,
 //! written atomically), `best.safetensors` (weights of the best validation mIoU), `model.safetensors`
 //! (the final model: best weights, batch norm re-estimated if asked), `log.jsonl` (one line per
-//! epoch).
+//! epoch), `resumes.jsonl` (one line per resume, with the config keys it changed). Nothing is
+//! written there before the config, the data and the checkpoint to resume have passed their
+//! checks.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,7 +23,7 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{self, write_atomic};
 use crate::cli::{RecalibrateArgs, TrainArgs};
 use crate::config::{Config, Schedule};
 use crate::data::{self, Batch, Loader, Pair};
@@ -30,6 +32,7 @@ use crate::model::checkpoint::{self, STATE_PREFIX};
 use crate::model::{Mode, SegNet};
 use crate::optim::Optim;
 use crate::progress;
+use crate::resume::{self, DataPrint};
 use crate::rng::{mix_seed, SplitMix64};
 
 /// Progress stored in a checkpoint's metadata.
@@ -44,10 +47,39 @@ pub(crate) struct Progress {
     pub best_miou: f64,
     /// Seconds of training so far, over all sessions of the run.
     pub elapsed: f64,
-    /// Summed loss of the current epoch's steps, so that an epoch resumed part-way logs the
-    /// loss the uninterrupted epoch would have.
+    #[serde(flatten)]
+    pub sums: EpochSums,
+    /// The data the run trains on; `None` in checkpoints from before it was kept.
     #[serde(default)]
+    pub data: Option<DataPrint>,
+}
+
+/// Running sums of the current epoch, kept in the checkpoint (flat beside the progress) so
+/// that an epoch resumed part-way logs what the uninterrupted epoch would have.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct EpochSums {
+    /// Summed loss of the epoch's steps.
     pub epoch_loss_sum: f64,
+    /// Seconds spent on the epoch's steps, and of them waiting for data, over all sessions:
+    /// the time between a kill and the resume, and steps redone after it, do not count.
+    pub epoch_seconds: f64,
+    pub epoch_wait: f64,
+    /// The steps those seconds cover: all of the epoch's, except those before the resume of a
+    /// checkpoint from a version that did not time them.
+    pub epoch_timed_steps: usize,
+}
+
+impl EpochSums {
+    /// Images per second of the epoch's timed steps (batches are whole).
+    fn images_per_s(&self, batch_size: usize) -> f64 {
+        (self.epoch_timed_steps * batch_size) as f64 / self.epoch_seconds.max(1e-9)
+    }
+
+    /// The share of the epoch's time spent waiting for data.
+    fn wait_share(&self) -> f64 {
+        self.epoch_wait / self.epoch_seconds.max(1e-9)
+    }
 }
 
 const PROGRESS_KEY: &str = "segnet_bayes.progress";
@@ -142,8 +174,22 @@ fn append_log(path: &Path, entry: &EpochLog) -> Result<()> {
     Ok(())
 }
 
-/// Sets up the run folder: a new run refuses to overwrite one, a resumed run must match it.
-fn open_run(args: &TrainArgs, cfg: &Config) -> Result<(PathBuf, Option<checkpoint::Checkpoint>)> {
+/// The run folder and, when resuming, what it resumes.
+struct Run {
+    out: PathBuf,
+    resumed: Option<Resumed>,
+}
+
+/// A checked checkpoint to resume, and the config keys the resume changes.
+struct Resumed {
+    ckpt: checkpoint::Checkpoint,
+    progress: Progress,
+    changes: Vec<resume::Change>,
+}
+
+/// Checks the run folder without writing to it: a new run refuses to overwrite one; a resumed
+/// run needs its checkpoint, and a config and data that replay it.
+fn open_run(args: &TrainArgs, cfg: &Config, data: &TrainingData, per_epoch: usize) -> Result<Run> {
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .config
@@ -153,47 +199,135 @@ fn open_run(args: &TrainArgs, cfg: &Config) -> Result<(PathBuf, Option<checkpoin
         PathBuf::from("runs").join(stem)
     });
     let last = out.join("last.safetensors");
-    if args.resume {
+    if !args.resume {
         ensure!(
-            last.is_file(),
-            "--resume: {} has no checkpoint (last.safetensors); start without --resume",
+            !last.exists(),
+            "run folder {} already holds a training run; pass --resume to continue it or --out NEW_FOLDER",
             out.display()
         );
-        let ckpt = checkpoint::read(&last)?;
-        let diffs = checkpoint::config_differences(&ckpt.config, &cfg.model);
-        ensure!(
-            diffs.is_empty(),
-            "--resume: the config's model differs from the run's checkpoint ({}); use the run's config.yaml",
-            diffs.join(", ")
-        );
-        return Ok((out, Some(ckpt)));
+        return Ok(Run { out, resumed: None });
     }
     ensure!(
-        !last.exists(),
-        "run folder {} already holds a training run; pass --resume to continue it or --out NEW_FOLDER",
+        last.is_file(),
+        "--resume: {} has no checkpoint (last.safetensors); start without --resume",
         out.display()
     );
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create run folder {}", out.display()))?;
-    Ok((out, None))
+    let ckpt = checkpoint::read(&last)?;
+    let diffs = checkpoint::config_differences(&ckpt.config, &cfg.model);
+    ensure!(
+        diffs.is_empty(),
+        "--resume: the config's model differs from the run's checkpoint ({}); use the run's config.yaml",
+        diffs.join(", ")
+    );
+    let changes = resume::changes(&resume::saved_config(&out)?, cfg);
+    resume::refuse_unsafe(&out, &changes)?;
+    let progress = progress_of(&ckpt, &last)?;
+    if let Some(trained_on) = &progress.data {
+        data.print.check(trained_on, &cfg.data.root)?;
+    }
+    ensure!(
+        progress.step_in_epoch <= per_epoch,
+        "--resume: {} stopped at step {} of an epoch, which has {per_epoch} steps with this config's data",
+        last.display(),
+        progress.step_in_epoch
+    );
+    Ok(Run {
+        out,
+        resumed: Some(Resumed {
+            ckpt,
+            progress,
+            changes,
+        }),
+    })
+}
+
+/// The training progress in a checkpoint's metadata.
+pub(crate) fn progress_of(ckpt: &checkpoint::Checkpoint, path: &Path) -> Result<Progress> {
+    let json = ckpt
+        .meta
+        .get(PROGRESS_KEY)
+        .with_context(|| format!("{} has no training progress", path.display()))?;
+    serde_json::from_str(json)
+        .with_context(|| format!("{}: unreadable training progress", path.display()))
+}
+
+impl Run {
+    /// Writes the run's config and history once every check has passed. A resume is recorded
+    /// before `config.yaml` takes its changes, so a kill in between repeats the record rather
+    /// than losing it.
+    fn begin(&self, cfg: &Config) -> Result<()> {
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create run folder {}", self.out.display()))?;
+        atomic::remove_leftovers(&self.out);
+        let log = self.out.join("log.jsonl");
+        let Some(r) = &self.resumed else {
+            write_atomic(&self.out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+            let _ = std::fs::remove_file(log);
+            return Ok(());
+        };
+        let p = &r.progress;
+        resume::record(
+            &self.out,
+            &resume::Record {
+                unix_time: resume::unix_time(),
+                epoch: p.epoch,
+                step_in_epoch: p.step_in_epoch,
+                global_step: p.global_step,
+                changes: &r.changes,
+            },
+        )?;
+        write_atomic(&self.out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+        trim_log(&log, p.epoch)?;
+        println!("resuming {} {}", self.out.display(), r.describe());
+        Ok(())
+    }
+}
+
+impl Resumed {
+    /// Where the run resumes, and what changes.
+    fn describe(&self) -> String {
+        let p = &self.progress;
+        let changed: Vec<String> = self
+            .changes
+            .iter()
+            .map(|c| format!("{} {} -> {}", c.key, c.from, c.to))
+            .collect();
+        let changed = if changed.is_empty() {
+            String::new()
+        } else {
+            format!("; changed: {}", changed.join(", "))
+        };
+        format!(
+            "at epoch {} step {} (global step {}){changed}",
+            p.epoch + 1,
+            p.step_in_epoch,
+            p.global_step
+        )
+    }
 }
 
 pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     let cfg = resolved_config(args)?;
     let device = args.device.init()?;
-    let (out, resumed) = open_run(args, &cfg)?;
-    write_atomic(&out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
     let data = TrainingData::load(&cfg)?;
+    let per_epoch = steps_per_epoch(&cfg, &data)?;
+    let run = open_run(args, &cfg, &data, per_epoch)?;
+    let out = run.out.clone();
 
     // Seeded before the network is built: its initial weights come from this seed.
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = SegNet::new(&vs.root(), &cfg.model);
     let mut opt = Optim::new(&vs, &cfg.train);
-    let progress = match &resumed {
-        Some(ckpt) => resume(ckpt, &out, &mut vs, &mut opt)?,
-        None => start(&out),
+    let mut progress = match &run.resumed {
+        Some(r) => restore(r, &out, &mut vs, &mut opt)?,
+        None => Progress {
+            best_miou: -1.0,
+            ..Default::default()
+        },
     };
+    progress.data = Some(data.print.clone());
+    run.begin(&cfg)?;
     print_plan(&cfg, &data, device);
 
     let weights = Tensor::from_slice(&data.weights).to_device(device);
@@ -207,6 +341,7 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         train_pairs: data.train.clone(),
         val_pairs: &data.val,
         device,
+        per_epoch,
         elapsed_before: progress.elapsed,
         progress,
         session_start: Instant::now(),
@@ -229,6 +364,18 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Batches in an epoch (a last, smaller batch is dropped).
+fn steps_per_epoch(cfg: &Config, data: &TrainingData) -> Result<usize> {
+    let per_epoch = data.train.len() / cfg.train.batch_size;
+    ensure!(
+        per_epoch >= 1,
+        "the training split has {} images, fewer than `train.batch_size` = {}",
+        data.train.len(),
+        cfg.train.batch_size
+    );
+    Ok(per_epoch)
+}
+
 /// The config file with the command line's overrides.
 fn resolved_config(args: &TrainArgs) -> Result<Config> {
     let mut cfg = Config::load_with_data(&args.config, args.data.as_deref())?;
@@ -239,10 +386,11 @@ fn resolved_config(args: &TrainArgs) -> Result<Config> {
     Ok(cfg)
 }
 
-/// The splits and the loss's class weights.
+/// The splits, their fingerprint and the loss's class weights.
 struct TrainingData {
     train: Arc<Vec<Pair>>,
     val: Vec<Pair>,
+    print: DataPrint,
     weights: Vec<f32>,
 }
 
@@ -253,6 +401,7 @@ impl TrainingData {
         let val = data::discover(&d.root, &d.val_split, d.limit)?;
         let weights = data::class_weights(d, &cfg.model, &train)?;
         Ok(TrainingData {
+            print: DataPrint::of(&d.root, &train, &val)?,
             train: Arc::new(train),
             val,
             weights,
@@ -260,31 +409,11 @@ impl TrainingData {
     }
 }
 
-/// A new run: no progress, no log.
-fn start(out: &Path) -> Progress {
-    let _ = std::fs::remove_file(out.join("log.jsonl"));
-    Progress {
-        best_miou: -1.0,
-        ..Default::default()
-    }
-}
-
-/// Restores weights, optimiser state and progress from the run's last checkpoint, and drops
-/// the log lines of the epoch it was in.
-fn resume(
-    ckpt: &checkpoint::Checkpoint,
-    out: &Path,
-    vs: &mut nn::VarStore,
-    opt: &mut Optim,
-) -> Result<Progress> {
-    let last = out.join("last.safetensors");
-    checkpoint::load_into(vs, ckpt, &last)?;
-    let progress: Progress = ckpt
-        .meta
-        .get(PROGRESS_KEY)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .with_context(|| format!("{} has no training progress", last.display()))?;
-    let state = ckpt
+/// Restores weights and optimiser state from the checkpoint being resumed.
+fn restore(r: &Resumed, out: &Path, vs: &mut nn::VarStore, opt: &mut Optim) -> Result<Progress> {
+    checkpoint::load_into(vs, &r.ckpt, &out.join("last.safetensors"))?;
+    let state = r
+        .ckpt
         .tensors
         .iter()
         .filter_map(|(k, t)| {
@@ -292,16 +421,8 @@ fn resume(
                 .map(|k| (k.to_string(), t.to_device(vs.device())))
         })
         .collect();
-    opt.load_state(&state, progress.global_step as i64)?;
-    trim_log(&out.join("log.jsonl"), progress.epoch)?;
-    println!(
-        "resuming {} at epoch {} step {} (global step {})",
-        out.display(),
-        progress.epoch + 1,
-        progress.step_in_epoch,
-        progress.global_step
-    );
-    Ok(progress)
+    opt.load_state(&state, r.progress.global_step as i64)?;
+    Ok(r.progress.clone())
 }
 
 fn print_plan(cfg: &Config, data: &TrainingData, device: Device) {
@@ -372,6 +493,7 @@ struct Trainer<'a> {
     train_pairs: Arc<Vec<Pair>>,
     val_pairs: &'a [Pair],
     device: Device,
+    per_epoch: usize,
     progress: Progress,
     /// Training seconds of the run's earlier sessions.
     elapsed_before: f64,
@@ -381,28 +503,19 @@ struct Trainer<'a> {
 impl Trainer<'_> {
     /// Runs the remaining epochs; false when stopped by `train.max_minutes`.
     fn train(&mut self) -> Result<bool> {
-        let per_epoch = self.train_pairs.len() / self.cfg.train.batch_size;
-        ensure!(
-            per_epoch >= 1,
-            "the training split has {} images, fewer than `train.batch_size` = {}",
-            self.train_pairs.len(),
-            self.cfg.train.batch_size
-        );
         while self.progress.epoch < self.cfg.train.epochs {
-            let start = Instant::now();
-            let mut loader = self.epoch_loader();
-            let Some(images) = self.run_epoch(&mut loader, per_epoch)? else {
+            if !self.run_epoch()? {
                 return Ok(false);
-            };
-            let wall = start.elapsed().as_secs_f64();
-            let wait_share = loader.wait_seconds() / wall.max(1e-9);
-            drop(loader);
-            let loss = self.progress.epoch_loss_sum / self.progress.step_in_epoch.max(1) as f64;
-            self.progress.epoch += 1;
-            self.progress.step_in_epoch = 0;
-            self.progress.epoch_loss_sum = 0.0;
-            let lr = self.learning_rate(self.progress.global_step - 1, per_epoch);
-            self.end_epoch(lr, loss, images as f64 / wall, wait_share)?;
+            }
+            let p = &mut self.progress;
+            let loss = p.sums.epoch_loss_sum / p.step_in_epoch.max(1) as f64;
+            let rate = p.sums.images_per_s(self.cfg.train.batch_size);
+            let wait_share = p.sums.wait_share();
+            p.epoch += 1;
+            p.step_in_epoch = 0;
+            p.sums = EpochSums::default();
+            let lr = self.learning_rate(self.progress.global_step - 1);
+            self.end_epoch(lr, loss, rate, wait_share)?;
         }
         Ok(true)
     }
@@ -424,45 +537,57 @@ impl Trainer<'_> {
         )
     }
 
-    /// Trains on the loader's batches, checkpointing every `train.checkpoint_every` steps;
-    /// returns the images trained on, or `None` when the time limit stopped the run (after a
-    /// checkpoint).
-    fn run_epoch(&mut self, loader: &mut Loader, per_epoch: usize) -> Result<Option<usize>> {
+    /// Trains on the rest of the epoch's batches, checkpointing every `train.checkpoint_every`
+    /// steps; false when the time limit stopped the run (after a checkpoint).
+    fn run_epoch(&mut self) -> Result<bool> {
         let t = &self.cfg.train;
+        // This session's time on the epoch adds to its earlier sessions'.
+        let start = Instant::now();
+        let (seconds_before, wait_before) = (
+            self.progress.sums.epoch_seconds,
+            self.progress.sums.epoch_wait,
+        );
+        let mut loader = self.epoch_loader();
         let bar = progress::bar(
-            Some(per_epoch as u64),
+            Some(self.per_epoch as u64),
             format!("epoch {}/{}", self.progress.epoch + 1, t.epochs),
         );
         bar.set_position(self.progress.step_in_epoch as u64);
-        let start = Instant::now();
-        let mut images = 0;
         while let Some(batch) = loader.next() {
             let batch = batch?;
-            let lr = self.learning_rate(self.progress.global_step, per_epoch);
-            self.progress.epoch_loss_sum += self.step(&batch, lr)?;
-            self.progress.step_in_epoch += 1;
-            self.progress.global_step += 1;
-            images += batch.indices.len();
-            let loss = self.progress.epoch_loss_sum / self.progress.step_in_epoch as f64;
-            let rate = images as f64 / start.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {loss:.3} {rate:.2} img/s"));
+            // The epoch's image count and rate are counted in whole batches.
+            debug_assert_eq!(batch.indices.len(), t.batch_size);
+            let lr = self.learning_rate(self.progress.global_step);
+            let loss = self.step(&batch, lr)?;
+            let p = &mut self.progress;
+            p.step_in_epoch += 1;
+            p.global_step += 1;
+            p.sums.epoch_loss_sum += loss;
+            p.sums.epoch_seconds = seconds_before + start.elapsed().as_secs_f64();
+            p.sums.epoch_wait = wait_before + loader.wait_seconds();
+            p.sums.epoch_timed_steps += 1;
+            bar.set_message(format!(
+                "loss {:.3} {:.2} img/s",
+                p.sums.epoch_loss_sum / p.step_in_epoch as f64,
+                p.sums.images_per_s(t.batch_size)
+            ));
             bar.inc(1);
-            if self.progress.global_step.is_multiple_of(t.checkpoint_every) {
+            if p.global_step.is_multiple_of(t.checkpoint_every) {
                 self.save_last()?;
             }
             if t.max_minutes > 0.0 && self.elapsed() > t.max_minutes * 60.0 {
                 bar.abandon();
                 self.save_last()?;
-                return Ok(None);
+                return Ok(false);
             }
         }
         bar.finish_and_clear();
-        Ok(Some(images))
+        Ok(true)
     }
 
     /// The learning rate of step `step` (see [`learning_rate`]).
-    fn learning_rate(&self, step: usize, per_epoch: usize) -> f64 {
-        let total = per_epoch * self.cfg.train.epochs;
+    fn learning_rate(&self, step: usize) -> f64 {
+        let total = self.per_epoch * self.cfg.train.epochs;
         learning_rate(self.cfg, step, total, self.elapsed() / 60.0)
     }
 
@@ -697,6 +822,17 @@ mod tests {
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
         assert_eq!(a, epoch_order(50, 1, 0));
         assert_ne!(a, epoch_order(50, 1, 1));
+    }
+
+    #[test]
+    fn progress_of_older_checkpoints_reads_with_untimed_steps() {
+        // Written before the epoch's time and the data's fingerprint were kept.
+        let old = r#"{"epoch":3,"step_in_epoch":2,"global_step":11,"best_miou":0.5,"elapsed":1.0,"epoch_loss_sum":2.5}"#;
+        let p: Progress = serde_json::from_str(old).unwrap();
+        assert_eq!((p.step_in_epoch, p.sums.epoch_loss_sum), (2, 2.5));
+        assert_eq!((p.sums.epoch_timed_steps, p.data.as_ref()), (0, None));
+        let back: Progress = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

@@ -119,9 +119,14 @@ const ADAMW_POLY: &str =
 
 /// `tiny.yaml`: a tiny network on `data/`, batches of 2, with the `train:` lines given.
 fn tiny_config(d: &Scratch, train: &str) {
+    tiny_config_with_data(d, "", train);
+}
+
+/// [`tiny_config`] with more `data:` lines.
+fn tiny_config_with_data(d: &Scratch, data: &str, train: &str) {
     let cfg = format!(
         "model:\n  arch: basic\n  width: 0.125\n  input_size: [48, 64]\n\
-         data:\n  root: data\n  class_weights: none\n\
+         data:\n  root: data\n  class_weights: none\n{data}\
          train:\n  batch_size: 2\n  prefetch: 2\n{train}"
     );
     std::fs::write(d.path("tiny.yaml"), cfg).unwrap();
@@ -369,10 +374,12 @@ fn a_diverging_run_stops_naming_the_learning_rate_and_keeps_its_last_checkpoint(
     d.segnet(&train_args("run")).assert().success();
     let kept = std::fs::read(d.path("run/last.safetensors")).unwrap();
     // An f32 overflows at this rate on the first step. Checkpointing every step, the weights'
-    // check catches it; checkpointing rarely, the next step's loss does.
+    // check catches it; checkpointing rarely, the next step's loss does. A resume refuses a new
+    // rate, so the run's own record is given it: a run that diverges after its checkpoint.
     for every in [1, 100] {
         let train = format!("  optimizer: adamw\n  lr: 1.0e+40\n  checkpoint_every: {every}\n");
         tiny_config(&d, &format!("{train}  epochs: 3\n"));
+        std::fs::copy(d.path("tiny.yaml"), d.path("run/config.yaml")).unwrap();
         d.fails_naming(&format!("{} --resume", train_args("run")), "train.lr");
         let last = std::fs::read(d.path("run/last.safetensors")).unwrap();
         assert!(
@@ -426,33 +433,261 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
     let at = checkpoint_progress(&last).unwrap();
     assert!((7..30).contains(&step(&at)), "killed at {at}");
 
+    // A write the kill cut short leaves its temporary file (as the stress script's kills
+    // during checkpoint writes do): the resume clears it away.
+    let leftover = d.path("killed/.tmpK1lled");
+    std::fs::write(&leftover, b"half a checkpoint").unwrap();
     d.segnet(&format!("{} --resume", train_args("killed")))
         .assert()
         .success();
+    assert!(
+        !leftover.exists(),
+        "a killed write's temporary file is left"
+    );
+    let context = format!("killed at {at}");
     for f in ["last.safetensors", "model.safetensors"] {
-        let straight = tensors(&d.path("straight").join(f));
-        let resumed = tensors(&d.path("killed").join(f));
-        assert_eq!(straight.len(), resumed.len());
-        for (name, t) in &straight {
-            assert!(
-                t.equal(&resumed[name]),
-                "{f}: {name} differs, killed at {at}"
-            );
-        }
+        assert_same_weights(
+            &d.path("straight").join(f),
+            &d.path("killed").join(f),
+            &context,
+        );
     }
-    // The log replays too: the epoch the kill cut keeps its running loss in the checkpoint.
-    let straight = log_lines(&d.path("straight"));
-    let resumed = log_lines(&d.path("killed"));
-    assert_eq!(resumed.len(), 10, "one log line per epoch after resuming");
+    // The log replays too: the epoch the kill cut keeps its running sums in the checkpoint.
+    assert_log_replays(&d.path("straight"), &d.path("killed"), 10, &context);
+}
+
+/// The two files hold the same tensors, bit for bit.
+fn assert_same_weights(a: &Path, b: &Path, context: &str) {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.len(), b.len(), "{context}");
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs, {context}");
+    }
+}
+
+/// The resumed run's log has `epochs` lines, each the uninterrupted run's (timings aside), with
+/// a real rate and data-wait share.
+fn assert_log_replays(straight: &Path, resumed: &Path, epochs: usize, context: &str) {
+    let (straight, resumed) = (log_lines(straight), log_lines(resumed));
+    assert_eq!(resumed.len(), epochs, "one log line per epoch, {context}");
     for (x, y) in straight.iter().zip(&resumed) {
-        for key in "step lr train_loss val_global_accuracy val_miou val_mc_miou".split(' ') {
-            assert_eq!(
-                x[key], y[key],
-                "epoch {}: {key}, killed at {at}",
-                x["epoch"]
-            );
+        let epoch = &x["epoch"];
+        for key in "epoch step lr train_loss val_global_accuracy val_miou val_mc_miou".split(' ') {
+            assert_eq!(x[key], y[key], "epoch {epoch}: {key}, {context}");
+        }
+        let rate = y["train_images_per_s"].as_f64().unwrap();
+        let wait = y["data_wait_share"].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && rate.is_finite(),
+            "epoch {epoch}: {rate} img/s, {context}"
+        );
+        assert!(
+            (0.0..=1.0).contains(&wait),
+            "epoch {epoch}: wait {wait}, {context}"
+        );
+    }
+}
+
+/// Runs `args`, expecting a one-line `error: ` (exit code 1, no panic); returns that line.
+fn one_line_error(d: &Scratch, args: &str) -> String {
+    let out = d.segnet(args).assert().code(1).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn a_resume_that_would_not_replay_the_run_is_refused_and_leaves_it_as_it_was() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 8);
+    tiny_config_with_data(&d, "  limit: 8\n", "  epochs: 1\n");
+    d.segnet(&train_args("run")).assert().success();
+    let record = std::fs::read(d.path("run/config.yaml")).unwrap();
+    let last = std::fs::read(d.path("run/last.safetensors")).unwrap();
+
+    // The issue's change (fewer images, which panicked on a mid-epoch checkpoint) and a new
+    // rate, with a longer budget: refused in one line naming both keys, nothing written.
+    tiny_config_with_data(&d, "  limit: 4\n", "  lr: 0.02\n  epochs: 2\n");
+    let err = one_line_error(&d, &format!("{} --resume", train_args("run")));
+    assert!(
+        err.contains("`data.limit` (8 -> 4)") && err.contains("`train.lr` (0.001 -> 0.02)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("`train.epochs` (1"),
+        "epochs may change: {err}"
+    );
+    assert_eq!(std::fs::read(d.path("run/config.yaml")).unwrap(), record);
+    assert_eq!(std::fs::read(d.path("run/last.safetensors")).unwrap(), last);
+    assert!(!d.path("run/resumes.jsonl").exists());
+
+    // The same data moved elsewhere, with a longer budget: resumed and recorded.
+    std::fs::rename(d.path("data"), d.path("moved")).unwrap();
+    tiny_config_with_data(&d, "  limit: 8\n", "  epochs: 2\n");
+    let resume = format!("{} --resume --data moved", train_args("run"));
+    d.segnet(&resume).assert().success();
+    assert_eq!(log_lines(&d.path("run")).len(), 2);
+    let resumes = std::fs::read_to_string(d.path("run/resumes.jsonl")).unwrap();
+    let lines: Vec<Value> = resumes
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{resumes}");
+    let changes = &lines[0]["changes"];
+    assert_eq!(changes[0]["key"], "data.root", "{resumes}");
+    assert_eq!(
+        (&changes[1]["key"], &changes[1]["to"]),
+        (&"train.epochs".into(), &2.into())
+    );
+    assert_eq!(lines[0]["epoch"], 1);
+    let saved = std::fs::read_to_string(d.path("run/config.yaml")).unwrap();
+    assert!(
+        saved.contains("epochs: 2") && saved.contains("moved"),
+        "{saved}"
+    );
+
+    // Other data under the run's config: one pair fewer.
+    std::fs::remove_file(d.path("moved/train/f000.png")).unwrap();
+    std::fs::remove_file(d.path("moved/trainannot/f000.png")).unwrap();
+    tiny_config_with_data(&d, "  limit: 8\n", "  epochs: 3\n");
+    let err = one_line_error(&d, &resume);
+    assert!(
+        err.contains("7 train and 8 val pairs where the run had 8 and 8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_train_that_fails_its_checks_writes_no_run_folder() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 1);
+    tiny_config(&d, "  epochs: 1\n");
+    d.fails_naming(&train_args("run"), "train.batch_size");
+    assert!(!d.path("run").exists(), "a failed start left a run folder");
+    d.fails_naming(&format!("{} --data nowhere", train_args("run")), "nowhere");
+    assert!(!d.path("run").exists(), "a failed start left a run folder");
+}
+
+#[test]
+fn an_epoch_resumed_after_its_last_step_logs_the_whole_epoch() {
+    let d = Scratch::new();
+    // 2 images in batches of 2: every step is an epoch's last, so the time limit stops the run
+    // with a checkpoint after an epoch's last step and before its log line.
+    synthetic_dataset(&d, 2);
+    tiny_config(
+        &d,
+        "  optimizer: adam\n  lr: 0.01\n  epochs: 60\n  checkpoint_every: 1\n",
+    );
+    d.segnet(&train_args("straight")).assert().success();
+    d.segnet(&format!("{} --max-minutes 0.005", train_args("cut")))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("stopped at the time limit"));
+    let at = checkpoint_progress(&d.path("cut/last.safetensors")).unwrap();
+    assert_eq!(
+        at["step_in_epoch"], 1,
+        "not stopped after a last step: {at}"
+    );
+    let cut = std::fs::read_to_string(d.path("cut/log.jsonl")).map_or(0, |l| l.lines().count());
+    assert_eq!(Some(cut as u64), at["epoch"].as_u64(), "{at}");
+
+    // The time limit goes (a budget change, recorded); the constant rate keeps the replay exact.
+    d.segnet(&format!("{} --resume", train_args("cut")))
+        .assert()
+        .success();
+    let context = format!("cut after {cut} epochs");
+    assert_log_replays(&d.path("straight"), &d.path("cut"), 60, &context);
+    let last = "last.safetensors";
+    assert_same_weights(
+        &d.path("straight").join(last),
+        &d.path("cut").join(last),
+        &context,
+    );
+    let resumes = std::fs::read_to_string(d.path("cut/resumes.jsonl")).unwrap();
+    assert!(
+        resumes.contains("\"key\":\"train.max_minutes\""),
+        "{resumes}"
+    );
+}
+
+#[test]
+fn a_model_whose_header_claims_an_impossible_shape_is_a_one_line_error() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    let (mut header, data) = safetensors_header(&d.path(&model)).unwrap();
+    // No data, so the sizes agree, but 2^63 is beyond libtorch's dimensions (found while
+    // writing the checkpoint fuzz target, fuzz/README.md; it panicked in `view`).
+    for shape in [
+        serde_json::json!([1u64 << 63, 0]),
+        serde_json::json!([u64::MAX, 0]),
+    ] {
+        header["odd"] = serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [0, 0]});
+        let mut text = serde_json::to_vec(&header).unwrap();
+        text.resize(text.len().div_ceil(8) * 8, b' ');
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(text);
+        bytes.extend(&data);
+        std::fs::write(d.path("odd.safetensors"), bytes).unwrap();
+        let png = d.path("in.png");
+        road_scene(64, 48, 0).0.save(&png).unwrap();
+        d.fails_naming(
+            "infer in.png --model odd.safetensors --device cpu --out o",
+            "impossible shape",
+        );
+    }
+}
+
+/// CRC-32 of PNG chunks (ISO 3309), for hand-made PNG headers.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for b in bytes {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
         }
     }
+    !c
+}
+
+/// A PNG claiming a `w` x `h` 8-bit grey image, with an empty pixel data chunk.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [
+        (
+            &b"IHDR"[..],
+            [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 0, 0, 0, 0]].concat(),
+        ),
+        (b"IDAT", vec![]),
+        (b"IEND", vec![]),
+    ] {
+        let body = [kind, &data].concat();
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(&body);
+        png.extend(crc32(&body).to_be_bytes());
+    }
+    png
+}
+
+#[test]
+fn a_label_claiming_too_many_pixels_is_refused_before_decoding() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 2);
+    // 69 bytes that would decode to 72 million pixels (found while fuzzing the label reader:
+    // 389 KB of PNG took 1.7 GB and 21 s to read).
+    std::fs::write(d.path("data/valannot/f100.png"), png_claiming(9000, 8000)).unwrap();
+    let model = tiny_model(&d, "basic");
+    d.fails_naming(
+        &format!("eval --model {model} --data data --split val --device cpu --out e"),
+        "claims 9000x8000 pixels",
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use super::Pair;
 use crate::config::{DataConfig, LabelFormat, ModelConfig};
@@ -14,6 +14,10 @@ use crate::image_io;
 
 /// A decoded label: width, height and one class index per pixel, row-major.
 pub(super) type Label = (u32, u32, Vec<u8>);
+
+/// The most pixels a label may have (8192 x 8192), checked from the file's header before
+/// decoding: a few hundred kilobytes of PNG can claim a gigabyte of pixels.
+const MAX_LABEL_PIXELS: u64 = 1 << 26;
 
 /// Reads a label PNG into class indices and checks every pixel.
 ///
@@ -32,24 +36,32 @@ pub(crate) fn load_label(
     let at = |i: usize| (i % w as usize, i / w as usize);
     let values = match format {
         LabelFormat::Index => {
-            let raw: Vec<u16> = match img {
-                DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),
-                DynamicImage::ImageLuma16(g) => g.into_raw(),
+            let out_of_range = |i: usize, value: u16| {
+                let (x, y) = at(i);
+                anyhow!(
+                    "label {} has value {value} at pixel ({x}, {y}); valid values are 0..={classes} ({classes} is void; check `model.classes`)",
+                    path.display(),
+                )
+            };
+            let values: Vec<u8> = match img {
+                DynamicImage::ImageLuma8(g) => g.into_raw(),
+                DynamicImage::ImageLuma16(g) => {
+                    let raw = g.into_raw();
+                    if let Some(i) = raw.iter().position(|&v| i64::from(v) > classes) {
+                        return Err(out_of_range(i, raw[i]));
+                    }
+                    raw.into_iter().map(|v| v as u8).collect()
+                }
                 other => bail!(
                     "label {} is {:?}; index labels must be 8-bit grey PNGs (for RGB labels set `data.label_format: colour`)",
                     path.display(),
                     other.color()
                 ),
             };
-            if let Some(i) = raw.iter().position(|&v| i64::from(v) > classes) {
-                let (x, y) = at(i);
-                bail!(
-                    "label {} has value {} at pixel ({x}, {y}); valid values are 0..={classes} ({classes} is void; check `model.classes`)",
-                    path.display(),
-                    raw[i]
-                );
+            if let Some(i) = values.iter().position(|&v| i64::from(v) > classes) {
+                return Err(out_of_range(i, values[i].into()));
             }
-            raw.into_iter().map(|v| v as u8).collect()
+            values
         }
         LabelFormat::Colour => {
             ensure!(
@@ -93,12 +105,20 @@ pub(crate) fn load_label(
 }
 
 fn decode(path: &Path) -> Result<DynamicImage> {
-    ImageReader::open(path)
+    let bad = |e: image::ImageError| anyhow!("cannot decode label {}: {e}", path.display());
+    let decoder = ImageReader::open(path)
         .with_context(|| format!("cannot open label {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read label {}", path.display()))?
-        .decode()
-        .map_err(|e| anyhow!("cannot decode label {}: {e}", path.display()))
+        .into_decoder()
+        .map_err(bad)?;
+    let (w, h) = decoder.dimensions();
+    ensure!(
+        u64::from(w) * u64::from(h) <= MAX_LABEL_PIXELS,
+        "label {} claims {w}x{h} pixels, more than a label may have ({MAX_LABEL_PIXELS}): resize the dataset",
+        path.display()
+    );
+    DynamicImage::from_decoder(decoder).map_err(bad)
 }
 
 /// Loads an image and its label and checks that their sizes agree.

@@ -129,8 +129,22 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
                 path.display()
             );
         }
-        let shape: Vec<i64> = view.shape().iter().map(|d| *d as i64).collect();
-        tensors.insert(name, Tensor::from_slice(&floats).view(shape.as_slice()));
+        // The header's sizes are checked against the data, but a dimension can still be
+        // beyond libtorch's i64 when another is 0.
+        let shape: Option<Vec<i64>> = view
+            .shape()
+            .iter()
+            .map(|d| i64::try_from(*d).ok())
+            .collect();
+        let tensor = shape.and_then(|s| Tensor::from_slice(&floats).f_view(s.as_slice()).ok());
+        let Some(tensor) = tensor else {
+            bail!(
+                "model {}: tensor {name} has an impossible shape {:?}",
+                path.display(),
+                view.shape()
+            );
+        };
+        tensors.insert(name, tensor);
     }
     Ok(Checkpoint {
         config,
