@@ -3,9 +3,9 @@
 //! or failed, shard by shard, and fails when the run is incomplete.
 //!
 //! An item is done when its record (the done marker the manifest names) is there and does not
-//! say `"status": "interrupted"`. The CSV has a row per item, the record's numbers flattened
-//! (`class_share.sky`), or, where items have tables (a video's `frames.csv`), every row of
-//! every table with the item's name in front.
+//! say `"status": "interrupted"`. The CSV has a row per item, the record's fields flattened
+//! (`class_share.sky`; lists and the run's settings left out), or, where items have tables (a
+//! video's `frames.csv`), every row of every table with the item's name in front.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -205,8 +205,13 @@ fn table(out: &Path, manifest: &Manifest, done: &[(&Entry, Value)]) -> Result<St
                 ("item".to_string(), e.item.clone()),
                 ("input".to_string(), e.input.clone()),
             ];
+            // The settings are the run's (once, in merged.json); plain numbers before groups.
             if let Value::Object(m) = record {
-                for (k, v) in m.iter().filter(|(k, _)| k.as_str() != "input") {
+                let fields_of = m
+                    .iter()
+                    .filter(|(k, _)| !["input", "settings"].contains(&k.as_str()));
+                let (groups, plain): (Vec<_>, Vec<_>) = fields_of.partition(|(_, v)| v.is_object());
+                for (k, v) in plain.into_iter().chain(groups) {
                     flatten(k, v, &mut fields);
                 }
             }
