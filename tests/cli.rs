@@ -712,3 +712,25 @@ fn shards_from_flags_and_engine_variables_are_checked() {
     d.fails_naming(&format!("{args} --shard 0/3"), "--shard I/2");
     d.fails_naming(&format!("{args} --shard 0/2 --seed 4"), "seed: null -> 4");
 }
+
+#[test]
+fn the_kubernetes_job_counts_its_shards_as_it_counts_its_pods() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster/indexed-job.yaml"),
+    )
+    .unwrap();
+    let job: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let container = &spec["template"]["spec"]["containers"][0];
+    let var = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["value"].as_str()?.parse::<u64>().ok())
+    };
+    assert_eq!(var("SEGNET_SHARD_COUNT"), spec["completions"].as_u64());
+    assert_eq!(container["command"][0].as_str(), Some("segnet-bayes"));
+}

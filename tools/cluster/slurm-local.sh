@@ -68,11 +68,13 @@ runuser -u munge -- mungekey --create --keyfile="$w/munge/munge.key"
 runuser -u munge -- munged --socket="$w/munge/socket" --key-file="$w/munge/munge.key" \
   --pid-file="$w/munge/munged.pid" --log-file="$w/munge/munged.log" --seed-file="$w/munge/seed"
 mem=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.8) }' /proc/meminfo)
+# Ports of this process's own: another test run beside this one has its own SLURM.
+port=$((20000 + $$ % 10000 * 2))
 cat >"$w/slurm.conf" <<CONF
 ClusterName=segnet-local
 SlurmctldHost=$(hostname)
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
