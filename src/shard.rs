@@ -45,11 +45,6 @@ impl Shard {
     pub fn owns(&self, k: usize) -> bool {
         k % self.count == self.index
     }
-
-    /// The shard that item `k` belongs to.
-    pub fn of(k: usize, count: usize) -> usize {
-        k % count
-    }
 }
 
 impl fmt::Display for Shard {

@@ -734,3 +734,63 @@ fn the_kubernetes_job_counts_its_shards_as_it_counts_its_pods() {
     assert_eq!(var("SEGNET_SHARD_COUNT"), spec["completions"].as_u64());
     assert_eq!(container["command"][0].as_str(), Some("segnet-bayes"));
 }
+
+#[test]
+fn a_shard_killed_midway_reruns_to_the_same_files_skipping_what_it_finished() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "segnet");
+    std::fs::create_dir(d.path("in")).unwrap();
+    for i in 0..8 {
+        road_scene(160, 120, i)
+            .0
+            .save(d.path(&format!("in/s{i:02}.png")))
+            .unwrap();
+    }
+    let args = |out: &str| {
+        format!("infer in --model {model} --samples 3 --seed 2 --shard 0/1 --out {out}")
+    };
+    d.segnet(&args("straight")).assert().success();
+
+    let mut child = std::process::Command::new(cargo_bin!("segnet-bayes"))
+        .current_dir(d.path(""))
+        .env("SEGNET_THREADS", "1")
+        .args(args("killed").split(' '))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = || {
+        (0..8)
+            .filter(|i| d.path(&format!("killed/s{i:02}.json")).exists())
+            .count()
+    };
+    let start = Instant::now();
+    while finished() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "ended before 2 images");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no 2 images in 2 min"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let at = finished();
+    assert_eq!(status.signal(), Some(9), "not killed mid-run: {status}");
+    assert!(at < 8, "all done before the kill");
+
+    d.segnet(&args("killed"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "{at} of 8 images already done"
+        )));
+    let (straight, killed) = (
+        files_below(&d.path("straight")),
+        files_below(&d.path("killed")),
+    );
+    assert!(
+        straight == killed,
+        "killed after {at} images, the rerun differs"
+    );
+}
