@@ -39,29 +39,13 @@ pub(crate) fn run(cli: &Cli) -> Result<()> {
     validate(cli)?;
     let shard = cli.work.shard()?;
     let items = cli.work.items(&cli.inputs, &cli.out, Expand::Folder)?;
-    let rel = output_dirs(&items);
-    if items.len() > 1 {
-        items::check_outputs(&items, |name| vec![format!("{name}/summary.json")])?;
-    }
+    let rel = output_dirs(&items)?;
     let owns = |k: usize| shard.as_ref().is_none_or(|a| a.shard.owns(k));
     let mine: Vec<(&Item, PathBuf)> = (0..items.len())
         .filter(|&k| owns(k))
         .map(|k| (&items[k], cli.out.join(&rel[k])))
         .collect();
-    let sources = mine
-        .iter()
-        .map(|(item, _)| source::probe(&item.path, cli.fps))
-        .collect::<Result<Vec<_>>>()?;
-    for (source, (_, d)) in sources.iter().zip(&mine) {
-        if overwrites(source, d) {
-            bail!(
-                "--out {} would overwrite the input {}; choose another output folder",
-                d.display(),
-                source.path.display()
-            );
-        }
-        infer::prepare_out_dir(d)?;
-    }
+    let sources = probe(cli, &mine)?;
     let device = cli.sampling.device.init()?;
     let predictor = Predictor::load(&cli.sampling.options(device, !cli.no_dropout))?;
     let entries = items
@@ -143,11 +127,31 @@ fn validate(cli: &Cli) -> Result<()> {
 
 /// The output folder of each item, relative to `--out`: `--out` itself when the run has one
 /// item, else a subfolder named after the item (see `segnet_bayes::items`).
-fn output_dirs(items: &[Item]) -> Vec<String> {
+fn output_dirs(items: &[Item]) -> Result<Vec<String>> {
     if items.len() == 1 {
-        return vec![String::new()];
+        return Ok(vec![String::new()]);
     }
-    items.iter().map(|it| it.name.clone()).collect()
+    items::check_outputs(items, |name| vec![format!("{name}/summary.json")])?;
+    Ok(items.iter().map(|it| it.name.clone()).collect())
+}
+
+/// Opens this task's inputs and readies their output folders, before the model loads.
+fn probe(cli: &Cli, mine: &[(&Item, PathBuf)]) -> Result<Vec<Source>> {
+    let sources = mine
+        .iter()
+        .map(|(item, _)| source::probe(&item.path, cli.fps))
+        .collect::<Result<Vec<_>>>()?;
+    for (source, (_, d)) in sources.iter().zip(mine) {
+        if overwrites(source, d) {
+            bail!(
+                "--out {} would overwrite the input {}; choose another output folder",
+                d.display(),
+                source.path.display()
+            );
+        }
+        infer::prepare_out_dir(d)?;
+    }
+    Ok(sources)
 }
 
 /// Whether writing into `dir` could replace or remove the input: a frame folder that is the
