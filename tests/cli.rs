@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use predicates::prelude::*;
@@ -29,7 +29,11 @@ impl Scratch {
     /// The binary in this folder with space-separated `args`, on one libtorch thread: runs
     /// replay exactly, and tests running in parallel share the cores.
     fn segnet(&self, args: &str) -> Command {
-        let mut c = cargo_bin_cmd!("segnet-bayes");
+        Command::from_std(self.command(args))
+    }
+
+    fn command(&self, args: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(cargo_bin!("segnet-bayes"));
         c.current_dir(self.0.path())
             .env("SEGNET_THREADS", "1")
             .args(args.split_whitespace());
@@ -38,6 +42,13 @@ impl Scratch {
             c.env_remove(var);
         }
         c
+    }
+
+    /// Starts the binary as [`Scratch::segnet`] does, stdout discarded, and returns at once: for
+    /// tests that kill it mid-run.
+    fn spawn(&self, args: &str) -> std::process::Child {
+        let mut c = self.command(args);
+        c.stdout(std::process::Stdio::null()).spawn().unwrap()
     }
 
     /// Runs `args`, expecting the failure a user should see: exit code 1 (a panic exits 101),
@@ -410,13 +421,7 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
     );
     d.segnet(&train_args("straight")).assert().success();
 
-    let mut child = std::process::Command::new(cargo_bin!("segnet-bayes"))
-        .current_dir(d.path(""))
-        .env("SEGNET_THREADS", "1")
-        .args(train_args("killed").split(' '))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = d.spawn(&train_args("killed"));
     // Kill mid-epoch, once step 7 (epoch 3's first) is checkpointed.
     let last = d.path("killed/last.safetensors");
     let step = |p: &Value| p["global_step"].as_u64().unwrap();
@@ -751,14 +756,7 @@ fn a_shard_killed_midway_reruns_to_the_same_files_skipping_what_it_finished() {
     };
     d.segnet(&args("straight")).assert().success();
 
-    let mut child = std::process::Command::new(cargo_bin!("segnet-bayes"))
-        .current_dir(d.path(""))
-        .env("SEGNET_THREADS", "1")
-        .args(args("killed").split(' '))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = d.spawn(&args("killed"));
     let finished = || {
         (0..8)
             .filter(|i| d.path(&format!("killed/s{i:02}.json")).exists())
