@@ -12,13 +12,31 @@ use tempfile::NamedTempFile;
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let write = || -> std::io::Result<()> {
-        let mut tmp = temp_file_beside(path)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path)?;
+        synced_temp_file(path, bytes)?.persist(path)?;
         Ok(())
     };
     write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically unless something is there already; returns whether it
+/// wrote. Of several processes racing to create one file, exactly one wins.
+pub(crate) fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let write = || -> std::io::Result<bool> {
+        match synced_temp_file(path, bytes)?.persist_noclobber(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e.error),
+        }
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `bytes` in a temporary file beside `path`, on disk.
+fn synced_temp_file(path: &Path, bytes: &[u8]) -> std::io::Result<NamedTempFile> {
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
 }
 
 /// Writes `value` as pretty JSON atomically.
@@ -111,6 +129,16 @@ mod tests {
         std::fs::write(dir.path().join("kept.tmp"), b"x").unwrap();
         remove_leftovers(dir.path());
         assert!(!left.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_new_file_is_written_once_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        assert!(write_new_atomic(&p, b"first").unwrap());
+        assert!(!write_new_atomic(&p, b"second").unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -1,6 +1,6 @@
 //! The command line: one subcommand per job. Doc comments are the help text.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -8,6 +8,7 @@ use tch::Device;
 
 use crate::config::Arch;
 use crate::infer::PredictorOptions;
+use crate::items::{self, Expand, Item};
 use crate::mc::{McOptions, Measure};
 
 #[derive(Parser, Debug)]
@@ -35,6 +36,8 @@ pub enum Command {
     InitModel(InitModelArgs),
     /// Re-estimate a trained model's batch-norm statistics over a config's training split.
     Recalibrate(RecalibrateArgs),
+    /// Join the shards of a sharded infer or segnet-video run into one JSON and one CSV.
+    Merge(MergeArgs),
 }
 
 impl Command {
@@ -46,6 +49,7 @@ impl Command {
             Command::Bench(args) => crate::bench::run(args),
             Command::InitModel(args) => crate::infer::init_model(args),
             Command::Recalibrate(args) => crate::train::recalibrate(args),
+            Command::Merge(args) => crate::merge::run(args),
         }
     }
 }
@@ -114,6 +118,32 @@ impl DeviceArgs {
     }
 }
 
+/// What a run works on and which share of it this process does (infer and segnet-video).
+#[derive(Args, Debug, Clone)]
+pub struct WorkArgs {
+    /// A file listing the inputs, one path a line (relative to the file's folder), in place of
+    /// INPUTS; its order is kept.
+    #[arg(long, value_name = "FILE", conflicts_with = "inputs")]
+    manifest: Option<PathBuf>,
+    /// Do share I of N (0-based): item k of the sorted inputs or the manifest goes to shard
+    /// k mod N. Default: the batch engine's task index and count (SLURM, Kubernetes Indexed
+    /// Job with SEGNET_SHARD_COUNT, AWS Batch, Google Batch), else every item.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+}
+
+impl WorkArgs {
+    /// The run's items (see `items`), from the manifest or from `inputs`.
+    pub fn items(&self, inputs: &[PathBuf], out: &Path, expand: Expand) -> Result<Vec<Item>> {
+        items::collect(inputs, self.manifest.as_deref(), out, expand)
+    }
+
+    /// This process's shard: `--shard`, else the engine's variables, else none.
+    pub fn shard(&self) -> Result<Option<crate::shard::Assignment>> {
+        crate::shard::resolve(self.shard.as_deref())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ScaleMode {
     /// A fixed range per measure (see README): the same colour means the same value in every image.
@@ -125,8 +155,10 @@ pub(crate) enum ScaleMode {
 #[derive(Args, Debug)]
 pub struct InferArgs {
     /// Images (PNG or JPEG) or folders of images.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     pub(crate) inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) work: WorkArgs,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
     /// Output folder.
@@ -144,6 +176,12 @@ pub struct InferArgs {
     /// Opacity of the class colours in the overlay.
     #[arg(long, default_value_t = 0.5)]
     pub(crate) alpha: f32,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The output folder of a sharded run (holding segnet-run/manifest.json).
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -12,13 +12,15 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use image::RgbImage;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use crate::atomic::write_json_atomic;
 use crate::cli::{InferArgs, InitModelArgs, ScaleMode};
 use crate::config::ModelConfig;
 use crate::image_io;
+use crate::items::{self, Expand, Item};
+use crate::ledger::{Entry, Ledger};
 use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::model::{checkpoint, SegNet};
 use crate::render::{self, Scale};
@@ -159,78 +161,98 @@ fn to_cpu(p: Prediction) -> Prediction {
     }
 }
 
-/// The images named on the command line: files as given, folders expanded (sorted).
-fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = vec![];
-    for p in inputs {
-        if p.is_dir() {
-            let files = image_io::images_in(p)?;
-            if files.is_empty() {
-                bail!("folder {} holds no PNG or JPEG images", p.display());
-            }
-            out.extend(files);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            bail!("input {} does not exist", p.display());
-        }
-    }
-    Ok(out)
-}
-
 /// Makes the output folder and checks that it can be written, before any work.
 pub fn prepare_out_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-    let probe = dir.join(".segnet-bayes-write-test");
+    // One probe per process: the tasks of a sharded run share the folder.
+    let probe = dir.join(format!(".segnet-bayes-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")
         .with_context(|| format!("output folder {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
-/// Per-image summary written as `<stem>.json`.
+/// Per-image summary written as `<name>.json`, after the image's other files: the item's done
+/// marker. Timing is not in it (it goes to stdout and a sharded run's shard summary), so the same
+/// image with the same settings gives the same bytes in any run.
 #[derive(Serialize)]
 struct Summary {
     input: String,
+    /// Size of the input file: a replaced input is not taken for done.
+    input_bytes: u64,
     model: String,
     width: u32,
     height: u32,
     samples: usize,
     dropout: bool,
-    seconds: f64,
     mean_variance: f64,
     mean_entropy: f64,
     mean_mutual_info: f64,
     class_share: BTreeMap<String, f64>,
+    /// Relative to the output folder.
     files: Vec<String>,
+    settings: Settings,
 }
 
-/// Output file stems for inputs: each file's stem, with its index added where two inputs share
-/// one (`a.png` and `a.jpg`, or the same name in two folders).
-pub fn output_stems(files: &[PathBuf]) -> Vec<String> {
-    let base: Vec<String> = files
-        .iter()
-        .map(|f| {
-            f.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "image".into())
-        })
-        .collect();
-    let mut counts = std::collections::HashMap::new();
-    for s in &base {
-        *counts.entry(s.as_str()).or_insert(0usize) += 1;
+/// What an image's outputs depend on besides the image: an earlier result is reused only when
+/// these match.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    model: String,
+    model_bytes: u64,
+    samples: usize,
+    seed: Option<u64>,
+    dropout: bool,
+    uncertainty: Vec<Measure>,
+    scale: String,
+    alpha: f32,
+}
+
+impl Settings {
+    fn new(predictor: &Predictor, args: &InferArgs) -> Settings {
+        Settings {
+            model: predictor.path.display().to_string(),
+            model_bytes: std::fs::metadata(&predictor.path).map_or(0, |m| m.len()),
+            samples: predictor.opts.samples,
+            seed: predictor.opts.seed,
+            dropout: predictor.dropout,
+            uncertainty: args.uncertainty.clone(),
+            scale: format!("{:?}", args.scale),
+            alpha: args.alpha,
+        }
     }
-    base.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            if counts[s.as_str()] > 1 {
-                format!("{s}-{i}")
-            } else {
-                s.clone()
-            }
-        })
-        .collect()
+}
+
+/// The files an item writes, relative to the output folder, in the order written; the JSON
+/// summary last.
+fn output_files(name: &str, measures: &[Measure]) -> Vec<String> {
+    let mut files = vec![format!("{name}_colour.png"), format!("{name}_overlay.png")];
+    for m in measures {
+        files.push(format!("{name}_{}.png", m.name()));
+        files.push(format!("{name}_{}_overlay.png", m.name()));
+    }
+    files.push(format!("{name}_classes.png"));
+    files.push(format!("{name}.json"));
+    files
+}
+
+/// Whether an earlier run left this item whole, from the same input with the same settings.
+fn already_done(out: &Path, item: &Item, settings: &Settings) -> bool {
+    #[derive(Deserialize)]
+    struct Earlier {
+        input_bytes: u64,
+        files: Vec<String>,
+        settings: Settings,
+    }
+    let read = || -> Option<Earlier> {
+        serde_json::from_slice(&std::fs::read(out.join(format!("{}.json", item.name))).ok()?).ok()
+    };
+    read().is_some_and(|e| {
+        Some(e.input_bytes) == std::fs::metadata(&item.path).ok().map(|m| m.len())
+            && &e.settings == settings
+            && e.files.iter().all(|f| out.join(f).is_file())
+    })
 }
 
 /// Renders a prediction into `out`, returning the files written.
@@ -299,32 +321,77 @@ pub(crate) fn run(args: &InferArgs) -> Result<()> {
         !args.uncertainty.is_empty(),
         "--uncertainty needs at least one measure"
     );
-    let files = expand_inputs(&args.inputs)?;
+    let shard = args.work.shard()?;
+    let items = args.work.items(&args.inputs, &args.out, Expand::Images)?;
+    items::check_outputs(&items, |name| output_files(name, &args.uncertainty))?;
     let device = args.sampling.device.init()?;
     let predictor = Predictor::load(&args.sampling.options(device, !args.no_dropout)?)?;
     prepare_out_dir(&args.out)?;
-    let stems = output_stems(&files);
+    let settings = Settings::new(&predictor, args);
+    let entries = items
+        .iter()
+        .map(|it| Entry::new(it, format!("{}.json", it.name), None))
+        .collect();
+    let record = serde_json::to_value(&settings)?;
+    let mut ledger = Ledger::open(&args.out, shard, "infer", record, entries)?;
+    let todo = pending(&items, &mut ledger, &args.out, &settings);
     let cfg = predictor.config().clone();
     let mut failures = 0;
     // Decode a few images ahead in parallel; the network itself uses every core per image.
     let ahead = rayon::current_num_threads().max(2);
-    for (batch_files, batch_stems) in files.chunks(ahead).zip(stems.chunks(ahead)) {
-        let decoded: Vec<Result<RgbImage>> = batch_files
+    for batch in todo.chunks(ahead) {
+        let decoded: Vec<Result<RgbImage>> = batch
             .par_iter()
-            .map(|f| image_io::load_rgb(f))
+            .map(|it| image_io::load_rgb(&it.path))
             .collect();
-        for ((file, stem), img) in batch_files.iter().zip(batch_stems).zip(decoded) {
-            let result = img.and_then(|img| infer_one(&predictor, &cfg, args, &img, file, stem));
+        for (item, img) in batch.iter().zip(decoded) {
+            let start = Instant::now();
+            let (file, stem) = (&item.path, &item.name);
+            let result =
+                img.and_then(|img| infer_one(&predictor, &cfg, args, &img, file, stem, &settings));
+            ledger.record(stem, &result, start.elapsed().as_secs_f64());
             if let Err(e) = result {
                 failures += 1;
                 eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             }
         }
     }
+    ledger.finish()?;
     if failures > 0 {
-        bail!("{failures} of {} images failed (see above)", files.len());
+        bail!("{failures} of {} images failed (see above)", todo.len());
     }
     Ok(())
+}
+
+/// This task's items, less those an earlier run finished with the same settings (logged as
+/// skipped): a rerun, or an engine's retry of a killed task, picks up where it stopped.
+fn pending<'a>(
+    items: &'a [Item],
+    ledger: &mut Ledger,
+    out: &Path,
+    settings: &Settings,
+) -> Vec<&'a Item> {
+    let mine: Vec<&Item> = (0..items.len())
+        .filter(|&k| ledger.owns(k))
+        .map(|k| &items[k])
+        .collect();
+    let mut todo = vec![];
+    for item in &mine {
+        if already_done(out, item, settings) {
+            ledger.skipped(&item.name);
+        } else {
+            todo.push(*item);
+        }
+    }
+    let skipped = mine.len() - todo.len();
+    if skipped > 0 {
+        eprintln!(
+            "{skipped} of {} images already done in {} with these settings: skipped",
+            mine.len(),
+            out.display()
+        );
+    }
+    todo
 }
 
 fn infer_one(
@@ -334,7 +401,12 @@ fn infer_one(
     img: &RgbImage,
     file: &Path,
     stem: &str,
+    settings: &Settings,
 ) -> Result<()> {
+    if let Some(dir) = args.out.join(stem).parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    }
     let start = Instant::now();
     let pred = predictor.predict(img)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -350,19 +422,21 @@ fn infer_one(
         args.scale,
         args.alpha,
     )?;
+    debug_assert_eq!(files, output_files(stem, &args.uncertainty)[..files.len()]);
     let summary = Summary {
         input: file.display().to_string(),
+        input_bytes: std::fs::metadata(file).map_or(0, |m| m.len()),
         model: predictor.path.display().to_string(),
         width: img.width(),
         height: img.height(),
         samples: pred.samples,
         dropout: predictor.dropout,
-        seconds,
         mean_variance: pred.mean(Measure::Variance),
         mean_entropy: pred.mean(Measure::Entropy),
         mean_mutual_info: pred.mean(Measure::MutualInfo),
         class_share: class_share(&classes, cfg),
         files,
+        settings: settings.clone(),
     };
     write_json_atomic(&args.out.join(format!("{stem}.json")), &summary)?;
     let first = args.uncertainty[0];

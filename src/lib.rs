@@ -4,6 +4,8 @@
 //! (`image_io`), runs the Monte Carlo sampler (`mc`) over the network (`model`), and hands the
 //! class probabilities and uncertainty maps to `render`, which writes the PNGs.
 //! Training (`train`) reads `data`, evaluation (`eval`) scores with `metrics`.
+//! A run split over machines: `items` fixes the work list and its names, `shard` picks this
+//! task's share, `ledger` keeps the run's records, `merge` joins them.
 
 pub mod atomic;
 mod bench;
@@ -17,7 +19,10 @@ mod eval;
 pub mod fuzzing;
 pub mod image_io;
 pub mod infer;
+pub mod items;
+pub mod ledger;
 pub mod mc;
+pub mod merge;
 mod metrics;
 pub mod model;
 mod optim;
@@ -26,6 +31,7 @@ pub mod progress;
 pub mod render;
 mod resume;
 mod rng;
+pub mod shard;
 mod train;
 mod upsample;
 

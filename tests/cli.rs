@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use predicates::prelude::*;
@@ -29,11 +29,26 @@ impl Scratch {
     /// The binary in this folder with space-separated `args`, on one libtorch thread: runs
     /// replay exactly, and tests running in parallel share the cores.
     fn segnet(&self, args: &str) -> Command {
-        let mut c = cargo_bin_cmd!("segnet-bayes");
+        Command::from_std(self.command(args))
+    }
+
+    fn command(&self, args: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(cargo_bin!("segnet-bayes"));
         c.current_dir(self.0.path())
             .env("SEGNET_THREADS", "1")
             .args(args.split_whitespace());
+        // Run inside an array job, these would shard every test's run.
+        for var in ENGINE_VARIABLES {
+            c.env_remove(var);
+        }
         c
+    }
+
+    /// Starts the binary as [`Scratch::segnet`] does, stdout discarded, and returns at once: for
+    /// tests that kill it mid-run.
+    fn spawn(&self, args: &str) -> std::process::Child {
+        let mut c = self.command(args);
+        c.stdout(std::process::Stdio::null()).spawn().unwrap()
     }
 
     /// Runs `args`, expecting the failure a user should see (see [`fails_naming`]).
@@ -55,6 +70,20 @@ fn fails_naming(mut cmd: Command, what: &str) {
     let no_panic = predicate::str::contains("panicked").not();
     cmd.assert().code(1).stderr(no_panic.and(error_names_it));
 }
+
+/// The variables from which a run takes its shard when `--shard` is not given.
+const ENGINE_VARIABLES: [&str; 10] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_STEP",
+    "JOB_COMPLETION_INDEX",
+    "SEGNET_SHARD_COUNT",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+    "AWS_BATCH_JOB_ARRAY_SIZE",
+    "BATCH_TASK_INDEX",
+    "BATCH_TASK_COUNT",
+];
 
 /// Sky (class 0) above, road (3) below and a car (8): colours a tiny network separates.
 fn road_scene(w: u32, h: u32, seed: u32) -> (RgbImage, GrayImage) {
@@ -407,13 +436,7 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
     );
     d.segnet(&train_args("straight")).assert().success();
 
-    let mut child = std::process::Command::new(cargo_bin!("segnet-bayes"))
-        .current_dir(d.path(""))
-        .env("SEGNET_THREADS", "1")
-        .args(train_args("killed").split(' '))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = d.spawn(&train_args("killed"));
     // Kill mid-epoch, once step 7 (epoch 3's first) is checkpointed.
     let last = d.path("killed/last.safetensors");
     let step = |p: &Value| p["global_step"].as_u64().unwrap();
@@ -844,4 +867,327 @@ fn a_config_names_its_data_relative_to_its_own_folder() {
     ))
     .assert()
     .success();
+}
+
+/// Every file under `dir` but the run's records, by path relative to it.
+fn files_below(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel == "segnet-run" {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `in/`: `n` small road scenes `s0.png`...
+fn scenes(d: &Scratch, n: u32) {
+    std::fs::create_dir_all(d.path("in")).unwrap();
+    for i in 0..n {
+        road_scene(64 + 2 * i, 48, i)
+            .0
+            .save(d.path(&format!("in/s{i}.png")))
+            .unwrap();
+    }
+}
+
+#[test]
+fn inputs_sharing_a_name_get_distinct_outputs_and_colliding_outputs_are_refused() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    for (i, f) in ["d1/frame.png", "d2/frame.png", "d3/frame-0.png"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::create_dir_all(d.path(f).parent().unwrap()).unwrap();
+        road_scene(40 + 8 * i as u32, 40, i as u32)
+            .0
+            .save(d.path(f))
+            .unwrap();
+    }
+    let run = "infer d1/frame.png d2/frame.png d3/frame-0.png --samples 2 --out o";
+    d.segnet(&format!("{run} --model {model}"))
+        .assert()
+        .success();
+    for (name, width) in [("d1/frame", 40), ("d2/frame", 48), ("d3/frame-0", 56)] {
+        let summary = json(&d.path(&format!("o/{name}.json")));
+        assert_eq!(summary["input"], format!("{name}.png"));
+        let classes = image::open(d.path(&format!("o/{name}_classes.png"))).unwrap();
+        assert_eq!(classes.width(), width, "{name} holds another input's map");
+    }
+    // The same stem with two extensions keeps the extensions.
+    std::fs::create_dir(d.path("ab")).unwrap();
+    road_scene(40, 40, 1).0.save(d.path("ab/a.png")).unwrap();
+    road_scene(40, 40, 2).0.save(d.path("ab/a.jpg")).unwrap();
+    d.segnet(&format!("infer ab --model {model} --samples 2 --out o2"))
+        .assert()
+        .success();
+    assert!(d.path("o2/a.png.json").is_file() && d.path("o2/a.jpg_overlay.png").is_file());
+    // `a`'s variance overlay and `a_variance`'s class overlay would share a file name.
+    road_scene(40, 40, 3)
+        .0
+        .save(d.path("ab/a_variance.png"))
+        .unwrap();
+    d.fails_naming(
+        &format!("infer ab/a.png ab/a_variance.png --model {model} --out o3"),
+        "a_variance_overlay.png",
+    );
+    assert!(!d.path("o3").exists(), "refused before any work");
+}
+
+#[test]
+fn the_output_folder_is_never_read_as_input() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    scenes(&d, 2);
+    d.fails_naming(
+        &format!("infer in --model {model} --out in"),
+        "inside the output folder",
+    );
+    assert_eq!(std::fs::read_dir(d.path("in")).unwrap().count(), 2);
+    // Outputs inside an input folder, named again by a glob on the next run, stay outputs.
+    let args = format!("infer in --model {model} --samples 2 --seed 1 --out in/out");
+    d.segnet(&args).assert().success();
+    let first = files_below(&d.path("in"));
+    let again = format!("{args} in/out/s0_overlay.png in/out/s1_colour.png");
+    d.segnet(&again)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "left out 2 of 4 inputs inside the output folder",
+        ))
+        .stderr(predicate::str::contains("2 of 2 images already done"));
+    assert_eq!(
+        files_below(&d.path("in")),
+        first,
+        "a second run changed the folder"
+    );
+}
+
+#[test]
+fn one_shard_or_three_give_byte_identical_outputs_and_merged_tables() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "segnet");
+    scenes(&d, 6);
+    let args = format!("infer in --model {model} --samples 3 --seed 5");
+    d.segnet(&format!("{args} --shard 0/1 --out one"))
+        .assert()
+        .success();
+    for i in 0..3 {
+        d.segnet(&format!("{args} --shard {i}/3 --out three"))
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(format!(
+                "shard {i}/3 (from --shard): 2 of 6"
+            )));
+    }
+    let one = files_below(&d.path("one"));
+    assert_eq!(one.len(), 6 * 10, "{:?}", one.keys());
+    assert!(
+        one == files_below(&d.path("three")),
+        "sharding changed an output"
+    );
+    for run in ["one", "three"] {
+        d.segnet(&format!("merge {run}")).assert().success();
+    }
+    let merged =
+        |run: &str| std::fs::read_to_string(d.path(&format!("{run}/segnet-run/merged.csv")));
+    let table = merged("one").unwrap();
+    assert_eq!(table, merged("three").unwrap());
+    assert_eq!(table.lines().count(), 7, "{table}");
+    assert!(table.starts_with("item,input,dropout,height,"), "{table}");
+    // An image's samples depend on the seed and the image alone: the same image on its own
+    // gives the same bytes, and another seed other numbers.
+    d.segnet(&format!("{args} in/s4.png --out alone"))
+        .assert()
+        .success();
+    let alone = files_below(&d.path("alone"));
+    for (f, bytes) in &alone {
+        assert!(one[f] == *bytes, "{f} differs when run alone");
+    }
+    d.segnet(&format!(
+        "infer in/s4.png --model {model} --samples 3 --seed 6 --out other"
+    ))
+    .assert()
+    .success();
+    let mean = |run: &str| json(&d.path(&format!("{run}/s4.json")))["mean_variance"].clone();
+    assert!(mean("alone").as_f64().unwrap() > 0.0);
+    assert_ne!(mean("alone"), mean("other"), "the seed changes the samples");
+}
+
+#[test]
+fn merge_names_failed_and_missing_items_until_their_shards_are_rerun() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    scenes(&d, 5);
+    // Sorted: a-bad.png, s0 ... s4; item k is shard k mod 3's.
+    std::fs::write(d.path("in/a-bad.png"), b"\x89PNG broken").unwrap();
+    let args = format!("infer in --model {model} --samples 2 --seed 1 --out out");
+    d.fails_naming(&format!("{args} --shard 0/3"), "1 of 2 images failed");
+    d.segnet(&format!("{args} --shard 1/3")).assert().success();
+    let report = d.segnet("merge out").assert().code(1);
+    let stdout = String::from_utf8_lossy(&report.get_output().stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("shard 0/3: 1 of 2 items done")
+            && lines[0].contains("failed: a-bad ("),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("shard 1/3: 2 of 2 items done"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("never started") && lines[2].ends_with("missing: s1, s4"),
+        "{stdout}"
+    );
+    let err = String::from_utf8_lossy(&report.get_output().stderr).into_owned();
+    assert!(err.contains("1 failed and 2 missing of 6 items"), "{err}");
+
+    road_scene(40, 40, 9)
+        .0
+        .save(d.path("in/a-bad.png"))
+        .unwrap();
+    d.segnet(&format!("{args} --shard 0/3"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 of 2 images already done"));
+    d.segnet(&format!("{args} --shard 2/3")).assert().success();
+    d.segnet("merge out").assert().success();
+    let merged = json(&d.path("out/segnet-run/merged.json"));
+    assert_eq!(
+        (merged["done"].as_u64(), merged["complete"].as_bool()),
+        (Some(6), Some(true))
+    );
+    d.fails_naming("merge in", "no sharded run");
+}
+
+#[test]
+fn shards_from_flags_and_engine_variables_are_checked() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    scenes(&d, 4);
+    let args = format!("infer in --model {model} --samples 2 --out out");
+    for (shard, what) in [
+        ("3/3", "out of range"),
+        ("0/0", "at least 1"),
+        ("a/b", "not I/N"),
+    ] {
+        d.fails_naming(&format!("{args} --shard {shard}"), what);
+    }
+    d.segnet(&args)
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "shard 1/2 (from SLURM_ARRAY_TASK_ID=1, SLURM_ARRAY_TASK_COUNT=2): 2 of 4 items",
+        ));
+    let written: Vec<String> = ["s0", "s1", "s2", "s3"]
+        .into_iter()
+        .filter(|s| d.path(&format!("out/{s}.json")).exists())
+        .map(String::from)
+        .collect();
+    assert_eq!(written, ["s1", "s3"]);
+    d.segnet(&args)
+        .env("JOB_COMPLETION_INDEX", "0")
+        .env("SEGNET_SHARD_COUNT", "2")
+        .env("BATCH_TASK_INDEX", "1")
+        .env("BATCH_TASK_COUNT", "2")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("disagree"));
+    d.segnet(&args)
+        .env("JOB_COMPLETION_INDEX", "0")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("SEGNET_SHARD_COUNT is not"));
+    // The run in out/ has two shards; a task that counts three is another run.
+    d.fails_naming(&format!("{args} --shard 0/3"), "--shard I/2");
+    d.fails_naming(&format!("{args} --shard 0/2 --seed 4"), "seed: null -> 4");
+}
+
+#[test]
+fn the_kubernetes_job_counts_its_shards_as_it_counts_its_pods() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster/indexed-job.yaml"),
+    )
+    .unwrap();
+    let job: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let container = &spec["template"]["spec"]["containers"][0];
+    let var = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["value"].as_str()?.parse::<u64>().ok())
+    };
+    assert_eq!(var("SEGNET_SHARD_COUNT"), spec["completions"].as_u64());
+    assert_eq!(container["command"][0].as_str(), Some("segnet-bayes"));
+}
+
+#[test]
+fn a_shard_killed_midway_reruns_to_the_same_files_skipping_what_it_finished() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "segnet");
+    std::fs::create_dir(d.path("in")).unwrap();
+    for i in 0..8 {
+        road_scene(160, 120, i)
+            .0
+            .save(d.path(&format!("in/s{i:02}.png")))
+            .unwrap();
+    }
+    let args = |out: &str| {
+        format!("infer in --model {model} --samples 3 --seed 2 --shard 0/1 --out {out}")
+    };
+    d.segnet(&args("straight")).assert().success();
+
+    let mut child = d.spawn(&args("killed"));
+    let finished = || {
+        (0..8)
+            .filter(|i| d.path(&format!("killed/s{i:02}.json")).exists())
+            .count()
+    };
+    let start = Instant::now();
+    while finished() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "ended before 2 images");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no 2 images in 2 min"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let at = finished();
+    assert_eq!(status.signal(), Some(9), "not killed mid-run: {status}");
+    assert!(at < 8, "all done before the kill");
+
+    d.segnet(&args("killed"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "{at} of 8 images already done"
+        )));
+    let (straight, killed) = (
+        files_below(&d.path("straight")),
+        files_below(&d.path("killed")),
+    );
+    assert!(
+        straight == killed,
+        "killed after {at} images, the rerun differs"
+    );
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use segnet_bayes::cli::SamplingArgs;
+use segnet_bayes::cli::{SamplingArgs, WorkArgs};
 use segnet_bayes::mc::Measure;
 
 #[derive(Parser, Debug)]
@@ -17,8 +17,11 @@ use segnet_bayes::mc::Measure;
 pub(crate) struct Cli {
     /// Video files (mp4, avi, mkv, webm, ...) or folders of PNG/JPEG frames (sorted naturally:
     /// frame2 before frame10).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     pub(crate) inputs: Vec<PathBuf>,
+    /// Each video or frame folder is one item of the run's work list.
+    #[command(flatten)]
+    pub(crate) work: WorkArgs,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
     /// Output folder; one subfolder per input when several inputs are given.

@@ -12,6 +12,8 @@ use opencv::videoio::{self, VideoCapture, VideoCaptureTrait, VideoCaptureTraitCo
 use opencv::videoio::{VideoWriter, VideoWriterTraitConst};
 use segnet_bayes::atomic::write_atomic;
 use segnet_bayes::infer::{self, Predictor};
+use segnet_bayes::items::{self, Expand, Item};
+use segnet_bayes::ledger::{Entry, Ledger};
 use segnet_bayes::{progress, render};
 
 use crate::cli::{Cli, Codec};
@@ -37,38 +39,49 @@ impl std::error::Error for Interrupted {}
 
 pub(crate) fn run(cli: &Cli) -> Result<()> {
     validate(cli)?;
-    let sources = cli
-        .inputs
+    let shard = cli.work.shard()?;
+    let items = cli.work.items(&cli.inputs, &cli.out, Expand::Folder)?;
+    let rel = output_dirs(&items)?;
+    let owns = |k: usize| shard.as_ref().is_none_or(|a| a.shard.owns(k));
+    let mine: Vec<(&Item, PathBuf)> = (0..items.len())
+        .filter(|&k| owns(k))
+        .map(|k| (&items[k], cli.out.join(&rel[k])))
+        .collect();
+    let sources = probe(cli, &mine)?;
+    // One run per output folder (never the shared parent, which shards write into together);
+    // held until every input is done, freed by the OS if the process dies.
+    let _locks = mine
         .iter()
-        .map(|p| source::probe(p, cli.fps))
-        .collect::<Result<Vec<_>>>()?;
-    let dirs = output_dirs(&cli.out, &sources);
-    for (source, d) in sources.iter().zip(&dirs) {
-        if overwrites(source, d) {
-            bail!(
-                "--out {} would overwrite the input {}; choose another output folder",
-                d.display(),
-                source.path.display()
-            );
-        }
-        infer::prepare_out_dir(d)?;
-    }
-    // Held until every input is done; the OS frees them if the process dies.
-    let _locks = dirs
-        .iter()
-        .map(|d| lock::acquire(d))
+        .map(|(_, d)| lock::acquire(d))
         .collect::<Result<Vec<_>>>()?;
     let device = cli.sampling.device.init()?;
     let predictor = Predictor::load(&cli.sampling.options(device, !cli.no_dropout)?)?;
+    let entries = items
+        .iter()
+        .zip(&rel)
+        .map(|(it, d)| {
+            let at = |f: &str| Path::new(d).join(f).display().to_string();
+            Entry::new(it, at("summary.json"), Some(at("frames.csv")))
+        })
+        .collect();
+    let settings = run_settings(&predictor, cli);
+    let mut ledger = Ledger::open(&cli.out, shard, "segnet-video", settings, entries)?;
     stop::install();
     let mut failed = 0;
-    for (source, dir) in sources.iter().zip(&dirs) {
+    for (source, (item, dir)) in sources.iter().zip(&mine) {
         if stop::requested() {
             break;
         }
-        match process(&predictor, cli, source, dir) {
+        let start = Instant::now();
+        let result = process(&predictor, cli, source, dir);
+        ledger.record(&item.name, &result, start.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {}
-            Err(e) if sources.len() == 1 || e.is::<Interrupted>() => return Err(e),
+            Err(e) if e.is::<Interrupted>() => return Err(e),
+            Err(e) if sources.len() == 1 => {
+                ledger.finish()?;
+                return Err(e);
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!(
@@ -79,10 +92,31 @@ pub(crate) fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
+    ledger.finish()?;
     if failed > 0 {
         bail!("{failed} of {} inputs failed (see above)", sources.len());
     }
     Ok(())
+}
+
+/// What every item's results depend on, for a sharded run's manifest: tasks that disagree
+/// about any of it are not one run.
+fn run_settings(predictor: &Predictor, cli: &Cli) -> serde_json::Value {
+    serde_json::json!({
+        "model": predictor.path,
+        "samples": predictor.opts.samples,
+        "seed": predictor.opts.seed,
+        "dropout": predictor.dropout,
+        "measure": cli.measure,
+        "threshold": cli.threshold,
+        "every": cli.every,
+        "max_frames": cli.max_frames,
+        "codec": cli.codec.name(),
+        "layout": format!("{:?}", cli.layout),
+        "alpha": cli.alpha,
+        "heat_overlay": cli.heat_overlay,
+        "frames": cli.frames,
+    })
 }
 
 fn validate(cli: &Cli) -> Result<()> {
@@ -99,37 +133,33 @@ fn validate(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// The output folder of each input: `out` itself for one input, else a subfolder named after
-/// the input (numbered when two inputs share a name).
-fn output_dirs(out: &Path, sources: &[Source]) -> Vec<PathBuf> {
-    if sources.len() == 1 {
-        return vec![out.to_path_buf()];
+/// The output folder of each item, relative to `--out`: `--out` itself when the run has one
+/// item, else a subfolder named after the item (see `segnet_bayes::items`).
+fn output_dirs(items: &[Item]) -> Result<Vec<String>> {
+    if items.len() == 1 {
+        return Ok(vec![String::new()]);
     }
-    let names: Vec<String> = sources
+    items::check_outputs(items, |name| vec![format!("{name}/summary.json")])?;
+    Ok(items.iter().map(|it| it.name.clone()).collect())
+}
+
+/// Opens this task's inputs and readies their output folders, before the model loads.
+fn probe(cli: &Cli, mine: &[(&Item, PathBuf)]) -> Result<Vec<Source>> {
+    let sources = mine
         .iter()
-        .map(|s| {
-            let p = &s.path;
-            let name = if s.is_video() {
-                p.file_stem()
-            } else {
-                p.file_name()
-            };
-            name.map(|n| n.to_string_lossy().into_owned())
-                .filter(|n| !n.is_empty() && n != "." && n != "..")
-                .unwrap_or_else(|| "input".into())
-        })
-        .collect();
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            if names.iter().filter(|m| *m == n).count() > 1 {
-                out.join(format!("{n}-{}", i + 1))
-            } else {
-                out.join(n)
-            }
-        })
-        .collect()
+        .map(|(item, _)| source::probe(&item.path, cli.fps))
+        .collect::<Result<Vec<_>>>()?;
+    for (source, (_, d)) in sources.iter().zip(mine) {
+        if overwrites(source, d) {
+            bail!(
+                "--out {} would overwrite the input {}; choose another output folder",
+                d.display(),
+                source.path.display()
+            );
+        }
+        infer::prepare_out_dir(d)?;
+    }
+    Ok(sources)
 }
 
 /// Whether writing into `dir` could replace or remove the input: a frame folder that is the

@@ -11,7 +11,7 @@ use opencv::core::{Mat, MatTraitConst, MatTraitConstManual, CV_8UC3};
 use opencv::videoio::{self, VideoCapture, VideoCaptureTrait, VideoCaptureTraitConst};
 use rayon::prelude::*;
 use segnet_bayes::image_io;
-use segnet_bayes::infer::output_stems;
+use segnet_bayes::items;
 
 use crate::stop;
 
@@ -239,7 +239,7 @@ fn probe_folder(path: &Path, fps: Option<f64>) -> Result<Source> {
             );
         }
     }
-    let stems = output_stems(&files);
+    let stems = items::names(&files);
     Ok(Source {
         path: path.to_path_buf(),
         frames: Some(files.len()),
@@ -417,7 +417,7 @@ mod tests {
             .iter()
             .map(PathBuf::from)
             .collect();
-        assert_eq!(output_stems(&files), ["a-0", "a-1", "b"]);
+        assert_eq!(items::names(&files), ["a.png", "a.jpg", "b"]);
     }
 
     #[test]

@@ -670,3 +670,53 @@ fn outputs_replaced_under_a_run_are_an_error_not_a_finished_run() {
         assert_eq!(probe(&out.join("overlay.mp4")).frames, FRAMES, "{case}");
     }
 }
+
+#[test]
+fn shards_merge_into_the_tables_of_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let inputs = tmp.path().join("inputs");
+    write_frames(&inputs.join("a"), 3);
+    write_frames(&inputs.join("b"), 2);
+    write_frames(&inputs.join("c/b"), 2);
+    write_video(&inputs.join("drive.mp4"), "mp4v", 4, 10.0);
+    // Items in order a, b, c/b, drive: shard 0 takes a and drive.
+    let run = |out: &str, shard: &str| {
+        let mut cmd = segnet_video(&m, &inputs.join("drive.mp4"), &tmp.path().join(out));
+        for f in ["c/b", "b", "a"] {
+            cmd.arg(inputs.join(f));
+        }
+        cmd.args(["--shard", shard]);
+        succeeds(&mut cmd)
+    };
+    run("one", "0/1");
+    let log = run("three", "0/3");
+    assert!(
+        log.contains("shard 0/3 (from --shard): 2 of 4 items"),
+        "{log}"
+    );
+    run("three", "1/3");
+    let (one, three) = (tmp.path().join("one"), tmp.path().join("three"));
+    let partial = segnet_bayes::merge::merge(&three).unwrap();
+    let missing: Vec<&str> = partial.missing.iter().map(|u| u.item.as_str()).collect();
+    assert_eq!((partial.complete, missing), (false, vec!["c/b"]));
+    run("three", "2/3");
+    let merged = segnet_bayes::merge::merge(&three).unwrap();
+    assert!(merged.complete && segnet_bayes::merge::merge(&one).unwrap().complete);
+    for item in ["a", "b", "c/b", "drive"] {
+        let csv = |dir: &Path| std::fs::read(dir.join(item).join("frames.csv")).unwrap();
+        assert_eq!(csv(&one), csv(&three), "{item}");
+    }
+    let table = |dir: &Path| std::fs::read_to_string(dir.join("segnet-run/merged.csv")).unwrap();
+    assert_eq!(table(&one), table(&three));
+    let items: Vec<String> = table(&three)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let expected = [("a", 3), ("b", 2), ("c/b", 2), ("drive", 4)]
+        .iter()
+        .flat_map(|(n, k)| std::iter::repeat_n(n.to_string(), *k))
+        .collect::<Vec<_>>();
+    assert_eq!(items, expected);
+}
