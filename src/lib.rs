@@ -35,6 +35,17 @@ pub mod shard;
 mod train;
 mod upsample;
 
+/// Called first thing by each binary, while it is the only thread: MKL may otherwise run fewer
+/// threads than asked when the machine is busy (`MKL_DYNAMIC`), which changes how sums are split
+/// and so the last bits of a result. With it off, the same input, seed and `--threads` give the
+/// same bytes whatever else the machine does (chunk sizes, shards and reruns rely on that).
+/// A value the user set wins.
+pub fn fix_math_library_threads() {
+    if std::env::var_os("MKL_DYNAMIC").is_none() {
+        std::env::set_var("MKL_DYNAMIC", "FALSE");
+    }
+}
+
 /// libtorch has one global random generator: tests that seed it take this lock, so tests
 /// running in parallel threads do not draw from each other's sequence.
 #[cfg(test)]

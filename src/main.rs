@@ -4,6 +4,7 @@ use clap::Parser;
 use segnet_bayes::cli::Cli;
 
 fn main() {
+    segnet_bayes::fix_math_library_threads();
     if let Err(e) = Cli::parse().command.run() {
         let msg = format!("{e:#}").replace('\n', " ");
         eprintln!("error: {msg}");

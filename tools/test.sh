@@ -22,6 +22,9 @@ if [ -d "$camvid" ]; then
     args+=(-- --include-ignored)
   fi
 fi
+# As the binaries do (segnet_bayes::fix_math_library_threads): unit tests compare results bit
+# for bit, which MKL's dynamic thread count would break on a busy machine.
+export MKL_DYNAMIC=${MKL_DYNAMIC:-FALSE}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

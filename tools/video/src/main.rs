@@ -20,6 +20,7 @@ mod table;
 use clap::Parser;
 
 fn main() {
+    segnet_bayes::fix_math_library_threads();
     quiet_opencv();
     let cli = cli::Cli::parse();
     if let Err(e) = run::run(&cli) {
