@@ -19,10 +19,12 @@ mod metrics;
 pub mod model;
 mod optim;
 pub mod plot;
+mod precision;
 pub mod progress;
 pub mod render;
 mod rng;
 mod train;
+mod trainset;
 
 /// libtorch has one global random generator: tests that seed it take this lock, so tests
 /// running in parallel threads do not draw from each other's sequence.
