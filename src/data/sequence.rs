@@ -185,7 +185,7 @@ fn hold_out(
     for name in names {
         ensure!(
             known.contains_key(name),
-            "`data.val_sequences` names `{name}`, which has no frames in `{}` + `{}` of {} (sequences there: {})",
+            "`data.val_sequences` (or --hold-out) names `{name}`, which has no frames in `{}` + `{}` of {} (sequences there: {})",
             cfg.train_split,
             cfg.val_split,
             cfg.root.display(),
@@ -195,7 +195,7 @@ fn hold_out(
     let (val, train): (Vec<_>, Vec<_>) = tagged.into_iter().partition(|(s, _)| names.contains(s));
     ensure!(
         !train.is_empty(),
-        "`data.val_sequences` holds out every sequence ({}): no frames are left to train on",
+        "`data.val_sequences` (or --hold-out) holds out every sequence ({}): no frames are left to train on",
         listed()
     );
     let pairs = |v: Vec<(String, Pair)>| v.into_iter().map(|(_, p)| p).collect();
