@@ -164,6 +164,10 @@ pub struct TrainArgs {
     /// Start from this model's weights, overriding `train.init` (fine-tuning).
     #[arg(long)]
     pub(crate) init: Option<PathBuf>,
+    /// Change one config key, e.g. `--set data.augment.hue=0.05` (repeatable; the value is
+    /// YAML). Applied after the other flags; the run's config.yaml records the result.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) sets: Vec<String>,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }

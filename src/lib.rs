@@ -18,6 +18,7 @@ pub mod mc;
 mod metrics;
 pub mod model;
 mod optim;
+mod overrides;
 pub mod plot;
 mod precision;
 pub mod progress;

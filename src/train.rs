@@ -265,7 +265,7 @@ fn resolved_config(args: &TrainArgs) -> Result<Config> {
     if let Some(init) = &args.init {
         cfg.train.init = Some(init.clone());
     }
-    Ok(cfg)
+    crate::overrides::apply(cfg, &args.sets)
 }
 
 /// What validation scores, for messages: held-out sequences or the validation split.
