@@ -609,3 +609,44 @@ fn fine_tuning_loads_matching_tensors_and_beats_scratch_at_equal_steps() {
     let segnet = tiny_model(&d, "segnet");
     d.fails_naming(&format!("{} --init {segnet}", args("bad")), "`train.init`");
 }
+
+#[test]
+fn a_checkpoint_moved_as_parts_resumes_after_joining() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 4);
+    tiny_config(&d, &format!("{ADAMW_POLY}  epochs: 2\n"));
+    d.segnet(&train_args("run")).assert().success();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/parts.sh");
+    let parts = |args: &str| {
+        let mut c = Command::new("bash");
+        c.current_dir(d.path(""))
+            .env("PART_SIZE", "100k")
+            .arg(&script)
+            .args(args.split(' '));
+        c
+    };
+    let last = d.path("run/last.safetensors");
+    let original = std::fs::read(&last).unwrap();
+    parts("split run/last.safetensors moved").assert().success();
+    let count = std::fs::read_dir(d.path("moved")).unwrap().count();
+    assert!(count > 3, "{count} files for {} bytes", original.len());
+    std::fs::remove_file(&last).unwrap();
+    parts("join moved/last.safetensors run/last.safetensors")
+        .assert()
+        .success();
+    assert!(
+        std::fs::read(&last).unwrap() == original,
+        "joined bytes differ"
+    );
+    d.segnet(&format!("{} --resume", train_args("run")))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("resuming"));
+    // A missing part is caught by the checksum, and nothing is written.
+    std::fs::remove_file(d.path("moved/last.safetensors.part01")).unwrap();
+    parts("join moved/last.safetensors again.safetensors")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("SHA-256"));
+    assert!(!d.path("again.safetensors").exists());
+}
