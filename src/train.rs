@@ -504,7 +504,10 @@ impl Trainer<'_> {
         tch::manual_seed(seed as i64);
         let images = batch.images.to_device(self.device);
         let labels = batch.labels.to_device(self.device);
-        let logits = precision::autocast(self.autocast, || self.net.forward(&images, Mode::TRAIN));
+        // The loss in fp32 whatever the forward pass ran in.
+        let logits = precision::autocast(self.autocast, || {
+            self.net.forward(&images, Mode::TRAIN).to_kind(Kind::Float)
+        });
         let loss = logits.cross_entropy_loss::<&Tensor>(
             &labels,
             Some(self.weights),

@@ -80,14 +80,8 @@ fn road_scene(w: u32, h: u32, seed: u32) -> (RgbImage, GrayImage) {
 /// `data/`: a CamVid-layout dataset of `n` road scenes per split, val unlike train.
 fn synthetic_dataset(d: &Scratch, n: u32) {
     for (split, first) in [("train", 0), ("val", 100)] {
-        let annot = format!("{split}annot");
-        std::fs::create_dir_all(d.path("data").join(split)).unwrap();
-        std::fs::create_dir_all(d.path("data").join(&annot)).unwrap();
         for i in first..first + n {
-            let (img, lab) = road_scene(64, 48, i);
-            let name = format!("f{i:03}.png");
-            img.save(d.path("data").join(split).join(&name)).unwrap();
-            lab.save(d.path("data").join(&annot).join(&name)).unwrap();
+            write_scene(d, split, &format!("f{i:03}"), i, &|c| c);
         }
     }
 }

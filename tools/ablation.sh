@@ -40,9 +40,10 @@ else
 fi
 # Per run: two loader threads and two libtorch threads, so six runs share 16 cores.
 common=(--device "$dev" --threads 2 --set data.loader_threads=2)
-samples=40 limit=0
+samples=40 limit=0 smoke=()
 if [[ -n ${SMOKE:-} ]]; then
-  common+=(--set data.limit=4 --set 'model.input_size=[64,80]' --set train.batch_size=2
+  # After the row's flags, so that they win.
+  smoke=(--set data.limit=4 --set 'model.input_size=[64,80]' --set train.batch_size=2
     --set train.epochs=1 --set train.checkpoint_every=1)
   samples=2 limit=2
 fi
@@ -84,7 +85,7 @@ for t in "${batch[@]}"; do
   limit_s=$("$py" -c "print(int($mins * 60 + $grace))")
   # shellcheck disable=SC2086 # the plan's flags are words
   timeout -s KILL "$limit_s" "$bin" train --config "$base" --data "$data" --out "$dir" \
-    --hold-out "$fold" --max-minutes "$mins" "${common[@]}" $flags "${resume[@]}" \
+    --hold-out "$fold" --max-minutes "$mins" "${common[@]}" $flags "${smoke[@]}" "${resume[@]}" \
     >"$runs/$name.train.log" 2>&1 &
   pids+=("$!")
 done
@@ -106,12 +107,16 @@ for t in "${batch[@]}"; do
   "$py" - "$dir" "$row" "$fold" "$mins" >>"$results" <<'PY'
 import json, sys
 d, row, fold, mins = sys.argv[1:]
-log = [json.loads(l) for l in open(f"{d}/log.jsonl") if l.strip()]
-scored = [l["val_miou"] for l in log if l.get("val_miou") is not None]
-rate = sum(l["train_images_per_s"] for l in log) / len(log)
+try:
+    log = [json.loads(l) for l in open(f"{d}/log.jsonl") if l.strip()]
+except FileNotFoundError:  # stopped by its time limit inside the first epoch
+    log = []
+scored = [l["val_miou"] for l in log if l.get("val_miou") is not None] or [float("nan")]
+rate = sum(l["train_images_per_s"] for l in log) / max(len(log), 1)
 r = json.load(open(f"{d}/eval/report.json"))
 wa, mc = r["weight_averaging"], r["mc_dropout"]
-print("\t".join([row, fold, str(log[-1]["epoch"]), f"{rate:.1f}", f"{max(scored):.4f}",
+epochs = log[-1]["epoch"] if log else 0
+print("\t".join([row, fold, str(epochs), f"{rate:.1f}", f"{max(scored):.4f}",
                  f"{wa['mean_iou']:.4f}", f"{mc['mean_iou']:.4f}", f"{wa['ece']:.4f}",
                  f"{mc['ece']:.4f}", mins]))
 PY
