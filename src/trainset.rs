@@ -52,9 +52,16 @@ impl TrainingData {
     }
 }
 
-/// The training frames of `cfg` (what batch-norm re-estimation runs over), uncached.
+/// The training frames of `cfg` (what batch-norm re-estimation runs over), uncached. Without
+/// held-out sequences that is the training split alone, so no validation split is needed.
 pub(crate) fn training_frames(cfg: &Config) -> Result<Arc<Frames>> {
-    Ok(Arc::new(Frames::new(data::select(&cfg.data)?.train, false)))
+    let d = &cfg.data;
+    let pairs = if d.val_sequences.is_empty() {
+        data::discover(&d.root, &d.train_split, d.limit)?
+    } else {
+        data::select(d)?.train
+    };
+    Ok(Arc::new(Frames::new(pairs, false)))
 }
 
 /// A validation pass: pooled over all validation frames, and weight-averaging mIoU per sequence.
