@@ -10,7 +10,7 @@
 # STATE: OUT of an earlier session (its results.tsv and checkpoint parts), or an empty folder:
 # runs already in its results.tsv are skipped; a run cut short there resumes from its parts.
 # This session runs the next PARALLEL runs (default 6) side by side, each killed after its
-# minutes plus GRACE seconds (default 120), then scores each finished model on its held-out
+# minutes plus GRACE seconds (default 90), then scores each finished model on its held-out
 # sequence with `eval` (weight averaging and MC dropout, T=40, at the labels' resolution).
 # OUT gets: results.tsv (STATE's rows and this session's), ablation.md (the table, rows
 # averaged over folds), runs.tgz (each run's log, config and eval report), and the optimiser
@@ -27,7 +27,7 @@ plan=${PLAN:-$here/../configs/ablation.txt}
 base=$here/../configs/camvid-lean.yaml
 folds=(${FOLDS:-0006R0 0001TP})
 parallel=${PARALLEL:-6}
-grace=${GRACE:-120}
+grace=${GRACE:-90}
 dev=${DEVICE:-cuda}
 py=${PYTHON:-python3}
 runs=$out/runs
@@ -91,9 +91,10 @@ for t in "${batch[@]}"; do
 done
 for p in "${pids[@]}"; do wait "$p"; done
 
-cut=()
+# Every finished model scored on its held-out sequence, side by side too.
+cut=() pids=()
 for t in "${batch[@]}"; do
-  read -r row fold factor _ <<<"$t"
+  read -r row fold _ <<<"$t"
   name=$row@$fold dir=$runs/$row@$fold
   tail -2 "$runs/$name.train.log"
   if [[ ! -f $dir/model.safetensors ]]; then
@@ -101,8 +102,16 @@ for t in "${batch[@]}"; do
     continue
   fi
   "$bin" eval --model "$dir/model.safetensors" --data "$data" --split train,val \
-    --sequences "$fold" --samples "$samples" --limit "$limit" --device "$dev" \
-    --out "$dir/eval" >"$runs/$name.eval.log" 2>&1
+    --sequences "$fold" --samples "$samples" --limit "$limit" --device "$dev" --threads 2 \
+    --out "$dir/eval" >"$runs/$name.eval.log" 2>&1 &
+  pids+=("$!")
+done
+for p in "${pids[@]}"; do wait "$p"; done
+
+for t in "${batch[@]}"; do
+  read -r row fold factor _ <<<"$t"
+  name=$row@$fold dir=$runs/$row@$fold
+  [[ -f $dir/eval/report.json ]] || continue
   mins=$("$py" -c "print($minutes * $factor)")
   "$py" - "$dir" "$row" "$fold" "$mins" >>"$results" <<'PY'
 import json, sys

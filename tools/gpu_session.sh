@@ -9,7 +9,8 @@
 # 2. Training: the recipe ablation, tools/ablation.sh over configs/ablation.txt: the next
 #    PARALLEL (default 6) runs not done in STATE (default .dev/ablation), side by side, each for
 #    MINUTES on top of configs/camvid-lean.yaml, validated on its held-out sequence, then scored
-#    by `eval` (WA and MC T=40) on that sequence. Fits a 12-minute H100 session at MINUTES=8.
+#    by `eval` (WA and MC T=40) on that sequence. MINUTES=6 fits a 12-minute H100 session
+#    (6 min of training, 1.5 min of grace, evals side by side, the bench before).
 # 3. CUDA correctness with one trained model: weight averaging on CPU and CUDA give the same
 #    class map; seeded MC on CUDA is repeatable and its variance is close to the CPU's.
 # Everything goes to DEST as results.tgz (ablation/ablation.md is the table, ablation/results.tsv
