@@ -202,6 +202,17 @@ pub struct TrainArgs {
     /// schedule then follows the time budget.
     #[arg(long)]
     pub(crate) max_minutes: Option<f64>,
+    /// Validate on these sequences, held out of the pooled train and val splits, overriding
+    /// `data.val_sequences` (a leave-one-sequence-out fold: `--hold-out 0006R0`).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) hold_out: Vec<String>,
+    /// Start from this model's weights, overriding `train.init` (fine-tuning).
+    #[arg(long)]
+    pub(crate) init: Option<PathBuf>,
+    /// Change one config key, e.g. `--set data.augment.hue=0.05` (repeatable; the value is
+    /// YAML). Applied after the other flags; the run's config.yaml records the result.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) sets: Vec<String>,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
@@ -232,9 +243,16 @@ pub struct EvalArgs {
     /// Dataset folder (CamVid layout).
     #[arg(long)]
     pub(crate) data: PathBuf,
-    /// Split to evaluate.
-    #[arg(long, default_value = "val")]
-    pub(crate) split: String,
+    /// Split(s) to evaluate, e.g. `val` or `train,val` (pooled).
+    #[arg(long, default_value = "val", value_delimiter = ',')]
+    pub(crate) split: Vec<String>,
+    /// Score only the frames of these sequences (e.g. a training run's held-out `0006R0`).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) sequences: Vec<String>,
+    /// Regex over file stems whose capture group names a frame's sequence (for the
+    /// per-sequence table and --sequences); default: CamVid's prefix before the first `_`.
+    #[arg(long, default_value = crate::data::CAMVID_SEQUENCE)]
+    pub(crate) sequence_pattern: String,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
     /// Output folder for the JSON report, Markdown table and plots.

@@ -218,6 +218,22 @@ pub(crate) struct AugmentConfig {
     pub(crate) hflip: bool,
     /// Random scale range `[min, max]` applied before cropping to `model.input_size`; `null`: none.
     pub(crate) scale: Option<[f32; 2]>,
+    /// Largest rotation in degrees: each example turns by U(-rotate, rotate) about its centre,
+    /// corners filled with void (0: none).
+    pub(crate) rotate: f32,
+    /// Photometric jitter: brightness, contrast and saturation are each multiplied by
+    /// 1 + U(-x, x) (0: none).
+    pub(crate) brightness: f32,
+    pub(crate) contrast: f32,
+    pub(crate) saturation: f32,
+    /// Hue turned by U(-hue, hue) of a full turn (at most 0.5).
+    pub(crate) hue: f32,
+    /// Gamma: values v in [0, 1] become v^g with ln g ~ U(-gamma, gamma).
+    pub(crate) gamma: f32,
+    /// Gaussian blur with sigma ~ U(0, blur) pixels of the network input (0: none).
+    pub(crate) blur: f32,
+    /// Gaussian noise with standard deviation ~ U(0, noise) on the [0, 1] intensity scale.
+    pub(crate) noise: f32,
 }
 
 impl Default for AugmentConfig {
@@ -225,6 +241,14 @@ impl Default for AugmentConfig {
         AugmentConfig {
             hflip: true,
             scale: None,
+            rotate: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+            gamma: 0.0,
+            blur: 0.0,
+            noise: 0.0,
         }
     }
 }
@@ -242,6 +266,17 @@ pub(crate) struct DataConfig {
     pub(crate) augment: AugmentConfig,
     /// Use at most this many images per split (0: all). For quick experiments and tests.
     pub(crate) limit: usize,
+    /// A regex over an image's file stem whose one capture group names the sequence the frame
+    /// was filmed in. Default: CamVid's prefix (`0016E5` of `0016E5_07959`).
+    pub(crate) sequence_pattern: String,
+    /// Cross-sequence validation: when not empty, the frames of `train_split` and `val_split`
+    /// are pooled; the frames of these sequences validate and all others train.
+    pub(crate) val_sequences: Vec<String>,
+    /// Keep every frame decoded in memory after its first use (about 0.7 MB per 480x360
+    /// frame), so later epochs skip the image decoding.
+    pub(crate) cache: bool,
+    /// Threads decoding and augmenting images (0: one per core).
+    pub(crate) loader_threads: usize,
 }
 
 impl Default for DataConfig {
@@ -254,6 +289,10 @@ impl Default for DataConfig {
             class_weights: ClassWeights::Computed(WeightMethod::Median),
             augment: AugmentConfig::default(),
             limit: 0,
+            sequence_pattern: crate::data::CAMVID_SEQUENCE.into(),
+            val_sequences: vec![],
+            cache: false,
+            loader_threads: 0,
         }
     }
 }
@@ -304,6 +343,33 @@ pub(crate) struct TrainConfig {
     pub(crate) max_minutes: f64,
     /// Images decoded ahead of the training step.
     pub(crate) prefetch: usize,
+    /// Start from this model's weights: every tensor whose name and shape match is loaded, the
+    /// classifier re-initialised when the class count differs. Relative paths are taken from
+    /// the config file's folder, else from the working directory.
+    pub(crate) init: Option<PathBuf>,
+    /// Arithmetic of the forward and backward pass: `fp32`, or `bf16` autocast on CUDA (the
+    /// weights and the optimiser stay fp32).
+    pub(crate) precision: Precision,
+    /// How `lr` follows `batch_size`: `none`, or `linear` / `sqrt` in `batch_size /
+    /// lr_base_batch`, so a bigger batch keeps the step size `lr` was tuned for.
+    pub(crate) lr_scaling: LrScaling,
+    /// The batch size `lr` was tuned at (for `lr_scaling`).
+    pub(crate) lr_base_batch: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Precision {
+    Fp32,
+    Bf16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum LrScaling {
+    None,
+    Linear,
+    Sqrt,
 }
 
 impl Default for TrainConfig {
@@ -325,6 +391,10 @@ impl Default for TrainConfig {
             bn_recalibrate_dropout: false,
             max_minutes: 0.0,
             prefetch: 16,
+            init: None,
+            precision: Precision::Fp32,
+            lr_scaling: LrScaling::None,
+            lr_base_batch: 8,
         }
     }
 }
@@ -356,6 +426,12 @@ impl Config {
         if !cfg.data.root.as_os_str().is_empty() {
             let base = path.parent().unwrap_or(Path::new(""));
             cfg.data.root = absolute(&base.join(&cfg.data.root))?;
+        }
+        if let Some(init) = cfg.train.init.as_mut() {
+            let beside = path.parent().unwrap_or(Path::new(".")).join(&*init);
+            if init.is_relative() && beside.exists() {
+                *init = beside;
+            }
         }
         cfg.validate()
             .with_context(|| format!("config {}", path.display()))?;
@@ -400,6 +476,12 @@ impl Config {
             "`train.checkpoint_every` must be at least 1"
         );
         ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
+        ensure!(
+            t.lr_base_batch >= 1,
+            "`train.lr_base_batch` must be at least 1"
+        );
+        crate::data::sequence_regex(&self.data.sequence_pattern)?;
+        crate::data::check_augment(&self.data.augment)?;
         if let ClassWeights::Given(w) = &self.data.class_weights {
             ensure!(
                 w.len() == self.model.classes as usize,

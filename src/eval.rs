@@ -6,11 +6,12 @@
 //! Also [`validate`], the quick check `train` runs after each epoch (at the network's input
 //! size, labels resized with nearest neighbour).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -18,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 use crate::atomic::{write_atomic, write_json_atomic};
 use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
-use crate::data::{self, Loader, Pair};
+use crate::data::{self, Frames, Loader};
 use crate::infer::Predictor;
 use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
@@ -32,11 +33,11 @@ pub(crate) struct Validation {
     pub mc: Option<Confusion>,
 }
 
-/// Scores `net` on `pairs` at the network's input size: weight averaging in batches of 4, and
+/// Scores `net` on `frames` at the network's input size: weight averaging in batches of 4, and
 /// MC dropout with `samples` passes (masks from `seed`) when `samples > 0`.
 pub(crate) fn validate(
     net: &SegNet,
-    pairs: &[Pair],
+    frames: &Arc<Frames>,
     data_cfg: &DataConfig,
     model: &ModelConfig,
     device: Device,
@@ -46,9 +47,9 @@ pub(crate) fn validate(
     let k = model.classes as usize;
     let mut wa = Confusion::new(k);
     let mut mc_conf = (samples > 0).then(|| Confusion::new(k));
-    let order: Vec<usize> = (0..pairs.len()).collect();
+    let order: Vec<usize> = (0..frames.len()).collect();
     let mut loader = Loader::new(
-        Arc::new(pairs.to_vec()),
+        frames.clone(),
         order,
         4,
         data_cfg.clone(),
@@ -106,6 +107,62 @@ pub struct UncertaintyQuality {
     pub median_threshold: f32,
 }
 
+/// Accuracy of one sequence's frames.
+#[derive(Serialize)]
+pub struct SequenceScores {
+    pub sequence: String,
+    pub images: usize,
+    /// Weight averaging, then MC dropout.
+    pub global_accuracy: [f64; 2],
+    pub class_average_accuracy: [f64; 2],
+    pub mean_iou: [f64; 2],
+}
+
+/// Confusion matrices per sequence, for weight averaging and MC dropout.
+struct BySequence {
+    re: regex::Regex,
+    classes: usize,
+    tallies: BTreeMap<String, (usize, Confusion, Confusion)>,
+}
+
+impl BySequence {
+    fn new(pattern: &str, classes: usize) -> Result<BySequence> {
+        Ok(BySequence {
+            re: data::sequence_regex(pattern).context("--sequence-pattern")?,
+            classes,
+            tallies: BTreeMap::new(),
+        })
+    }
+
+    fn sequence(&self, image: &Path) -> String {
+        data::sequence_of(&self.re, image).unwrap_or_else(|| data::UNMATCHED.into())
+    }
+
+    fn add(&mut self, image: &Path, gt: &[u8], wa: &Prediction, mc: &Prediction) {
+        let k = self.classes;
+        let entry = self
+            .tallies
+            .entry(self.sequence(image))
+            .or_insert_with(|| (0, Confusion::new(k), Confusion::new(k)));
+        entry.0 += 1;
+        entry.1.add(gt, &wa.class_bytes());
+        entry.2.add(gt, &mc.class_bytes());
+    }
+
+    fn scores(&self) -> Vec<SequenceScores> {
+        self.tallies
+            .iter()
+            .map(|(s, (n, wa, mc))| SequenceScores {
+                sequence: s.clone(),
+                images: *n,
+                global_accuracy: [wa.global_accuracy(), mc.global_accuracy()],
+                class_average_accuracy: [wa.class_average_accuracy(), mc.class_average_accuracy()],
+                mean_iou: [wa.mean_iou(), mc.mean_iou()],
+            })
+            .collect()
+    }
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub model: String,
@@ -117,6 +174,8 @@ pub struct Report {
     pub weight_averaging: Scores,
     pub mc_dropout: Scores,
     pub uncertainty: Vec<UncertaintyQuality>,
+    /// The same accuracy per sequence (`--sequence-pattern`).
+    pub per_sequence: Vec<SequenceScores>,
 }
 
 /// Everything accumulated over a split, for one prediction mode.
@@ -187,7 +246,8 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         root: args.data.clone(),
         ..Default::default()
     };
-    let pairs = data::discover(&args.data, &args.split, args.limit)?;
+    let mut by_sequence = BySequence::new(&args.sequence_pattern, model.classes as usize)?;
+    let pairs = eval_pairs(args, &by_sequence)?;
     crate::infer::prepare_out_dir(&args.out)?;
     let k = model.classes as usize;
     let void = model.void() as u8;
@@ -202,7 +262,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
             .par_iter()
             .map(|p| data::load_pair(p, &data_cfg, &model))
             .collect();
-        for item in loaded {
+        for (item, pair) in loaded.into_iter().zip(chunk) {
             let (img, (_, _, gt)) = item?;
             let x = predictor.input(&img);
             let (h, w) = (img.height() as i64, img.width() as i64);
@@ -211,6 +271,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
             let p_mc = mc::sample(&predictor.net, &x, &predictor.opts)?;
             let p_mc = tch::no_grad(|| p_mc.resize(h, w));
             mcs.add(&p_mc, &gt, void);
+            by_sequence.add(&pair.image, &gt, &p_wa, &p_mc);
             bar.inc(1);
             let rate = bar.position() as f64 / start.elapsed().as_secs_f64();
             bar.set_message(format!("{rate:.2} img/s"));
@@ -223,7 +284,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         "the {} labels of split `{}` in {} have no labelled pixels (all void, value {void}): \
          nothing to score; check --data, --split and the model's classes",
         pairs.len(),
-        args.split,
+        args.split.join("+"),
         args.data.display()
     );
     let mut uncertainty = mcs.quality("mc");
@@ -231,13 +292,14 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let report = Report {
         model: predictor.path.display().to_string(),
         data: args.data.display().to_string(),
-        split: args.split.clone(),
+        split: args.split.join("+"),
         images: pairs.len(),
         samples: predictor.opts.samples,
         seconds: start.elapsed().as_secs_f64(),
         weight_averaging: wa.scores(&model.class_names),
         mc_dropout: mcs.scores(&model.class_names),
         uncertainty,
+        per_sequence: by_sequence.scores(),
     };
     write_report(&args.out, &report)?;
     print!("{}", markdown(&report));
@@ -270,6 +332,7 @@ fn markdown(r: &Report) -> String {
             pct(sc.ece)
         );
     }
+    s += &sequence_table(r);
     s += "\n| class | IoU (WA) | IoU (MC) |\n|---|---|---|\n";
     for ((name, a), (_, b)) in r
         .weight_averaging
@@ -299,6 +362,52 @@ fn markdown(r: &Report) -> String {
             q.prediction,
             acc.join(" | "),
             pct(q.pavpu_median)
+        );
+    }
+    s
+}
+
+/// The frames to score: the `--split`s, restricted to `--sequences` when given, at most
+/// `--limit`.
+fn eval_pairs(args: &EvalArgs, by_sequence: &BySequence) -> Result<Vec<data::Pair>> {
+    let mut pairs = vec![];
+    for split in &args.split {
+        pairs.extend(data::discover(&args.data, split, 0)?);
+    }
+    if !args.sequences.is_empty() {
+        let counts = data::count_by_sequence(&by_sequence.re, &pairs);
+        for s in &args.sequences {
+            ensure!(
+                counts.contains_key(s),
+                "--sequences: `{s}` has no frames in {} (sequences there: {})",
+                args.split.join("+"),
+                counts.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        pairs.retain(|p| args.sequences.contains(&by_sequence.sequence(&p.image)));
+    }
+    if args.limit > 0 {
+        pairs.truncate(args.limit);
+    }
+    Ok(pairs)
+}
+
+/// Per-sequence accuracy, when the frames come from more than one sequence.
+fn sequence_table(r: &Report) -> String {
+    if r.per_sequence.len() < 2 {
+        return String::new();
+    }
+    let mut s = "\nPer sequence (weight averaging / MC dropout):\n\n".to_string();
+    s += "| sequence | images | global acc | class avg acc | mIoU |\n|---|---|---|---|---|\n";
+    let both = |v: [f64; 2]| format!("{} / {}", pct(v[0]), pct(v[1]));
+    for q in &r.per_sequence {
+        s += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            q.sequence,
+            q.images,
+            both(q.global_accuracy),
+            both(q.class_average_accuracy),
+            both(q.mean_iou)
         );
     }
     s

@@ -26,13 +26,16 @@ pub mod merge;
 mod metrics;
 pub mod model;
 mod optim;
+mod overrides;
 pub mod plot;
+mod precision;
 pub mod progress;
 pub mod render;
 mod resume;
 mod rng;
 pub mod shard;
 mod train;
+mod trainset;
 mod upsample;
 
 /// Called first thing by each binary, while it is the only thread: MKL may otherwise run fewer

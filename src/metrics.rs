@@ -39,6 +39,18 @@ impl Confusion {
         }
     }
 
+    /// Adds another matrix's counts (the two sets of pixels scored together).
+    pub(crate) fn merge(&mut self, other: &Confusion) {
+        assert_eq!(
+            self.classes, other.classes,
+            "merging confusions of different classes"
+        );
+        self.counts
+            .iter_mut()
+            .zip(&other.counts)
+            .for_each(|(a, b)| *a += b);
+    }
+
     /// Non-void pixels counted.
     pub(crate) fn total(&self) -> u64 {
         self.counts.iter().sum()
@@ -325,6 +337,17 @@ mod tests {
         gt.extend([3, 3]);
         pred.extend([0, 2]);
         (gt, pred)
+    }
+
+    #[test]
+    fn merged_confusions_score_like_one_pass_over_both() {
+        let (gt, pred) = three_class();
+        let (mut a, mut b, mut both) = (Confusion::new(3), Confusion::new(3), Confusion::new(3));
+        a.add(&gt[..5], &pred[..5]);
+        b.add(&gt[5..], &pred[5..]);
+        both.add(&gt, &pred);
+        a.merge(&b);
+        assert_eq!(a, both);
     }
 
     #[test]

@@ -587,6 +587,7 @@ mod tests {
             weight_averaging: scores(0.0),
             mc_dropout: scores(0.03),
             uncertainty,
+            per_sequence: vec![],
         }
     }
 

@@ -24,12 +24,14 @@ use crate::data::Pair;
 ///   machine; the data itself must be the run's, which the checkpoint's fingerprint checks.
 ///
 /// Every other key, including keys added later, must keep its value.
-pub(crate) const SAFE_TO_CHANGE: [&str; 5] = [
+pub(crate) const SAFE_TO_CHANGE: [&str; 7] = [
     "train.epochs",
     "train.max_minutes",
     "train.checkpoint_every",
     "train.prefetch",
     "data.root",
+    "data.cache",
+    "data.loader_threads",
 ];
 
 /// One config key whose value a resume changes.

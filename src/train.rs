@@ -25,15 +25,17 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::atomic::{self, write_atomic};
 use crate::cli::{RecalibrateArgs, TrainArgs};
-use crate::config::{Config, Schedule};
-use crate::data::{self, Batch, Loader, Pair};
-use crate::eval;
+use crate::config::{Config, LrScaling, Schedule, TrainConfig};
+use crate::data::{Batch, Frames, Loader};
 use crate::model::checkpoint::{self, STATE_PREFIX};
+use crate::model::init;
 use crate::model::{Mode, SegNet};
 use crate::optim::Optim;
+use crate::precision;
 use crate::progress;
 use crate::resume::{self, DataPrint};
 use crate::rng::{mix_seed, SplitMix64};
+use crate::trainset::{self, TrainingData};
 
 /// Progress stored in a checkpoint's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +100,9 @@ struct EpochLog {
     pub val_class_accuracy: Option<f64>,
     pub val_miou: Option<f64>,
     pub val_mc_miou: Option<f64>,
+    /// Weight-averaging mIoU of each validation sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_sequence_miou: Option<BTreeMap<String, f64>>,
     pub elapsed_s: f64,
 }
 
@@ -120,7 +125,17 @@ fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f
         Schedule::Cosine => 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
         Schedule::Poly => (1.0 - progress).powf(0.9),
     };
-    t.lr * warm * factor
+    base_lr(t) * warm * factor
+}
+
+/// `train.lr`, scaled to the batch size as `train.lr_scaling` asks.
+fn base_lr(t: &TrainConfig) -> f64 {
+    let ratio = t.batch_size as f64 / t.lr_base_batch as f64;
+    t.lr * match t.lr_scaling {
+        LrScaling::None => 1.0,
+        LrScaling::Linear => ratio,
+        LrScaling::Sqrt => ratio.sqrt(),
+    }
 }
 
 /// The epoch's visiting order: a seeded Fisher-Yates shuffle.
@@ -318,6 +333,10 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = SegNet::new(&vs.root(), &cfg.model);
+    if let (None, Some(path)) = (&run.resumed, &cfg.train.init) {
+        let report = init::load_matching(&mut vs, &cfg.model, path)?;
+        report.lines(path).iter().for_each(|l| println!("{l}"));
+    }
     let mut opt = Optim::new(&vs, &cfg.train);
     let mut progress = match &run.resumed {
         Some(r) => restore(r, &out, &mut vs, &mut opt)?,
@@ -338,8 +357,8 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         net: &net,
         opt: &mut opt,
         weights: &weights,
-        train_pairs: data.train.clone(),
-        val_pairs: &data.val,
+        data: &data,
+        autocast: precision::setup(cfg.train.precision, device)?,
         device,
         per_epoch,
         elapsed_before: progress.elapsed,
@@ -350,7 +369,7 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     let progress = trainer.progress.clone();
     write_final_model(&cfg, &out, device, &data.train, &progress)?;
     println!(
-        "{} after {} epochs ({:.1} min); best val mIoU {:.4}; model: {}",
+        "{} after {} epochs ({:.1} min); best {} mIoU {:.4}; model: {}",
         if finished {
             "finished"
         } else {
@@ -358,6 +377,7 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         },
         progress.epoch,
         progress.elapsed / 60.0,
+        val_name(&cfg),
         progress.best_miou,
         out.join("model.safetensors").display()
     );
@@ -383,29 +403,21 @@ fn resolved_config(args: &TrainArgs) -> Result<Config> {
         ensure!(m > 0.0, "--max-minutes must be positive");
         cfg.train.max_minutes = m;
     }
-    Ok(cfg)
+    if !args.hold_out.is_empty() {
+        cfg.data.val_sequences = args.hold_out.clone();
+    }
+    if let Some(init) = &args.init {
+        cfg.train.init = Some(init.clone());
+    }
+    crate::overrides::apply(cfg, &args.sets)
 }
 
-/// The splits, their fingerprint and the loss's class weights.
-struct TrainingData {
-    train: Arc<Vec<Pair>>,
-    val: Vec<Pair>,
-    print: DataPrint,
-    weights: Vec<f32>,
-}
-
-impl TrainingData {
-    fn load(cfg: &Config) -> Result<TrainingData> {
-        let d = &cfg.data;
-        let train = data::discover(&d.root, &d.train_split, d.limit)?;
-        let val = data::discover(&d.root, &d.val_split, d.limit)?;
-        let weights = data::class_weights(d, &cfg.model, &train)?;
-        Ok(TrainingData {
-            print: DataPrint::of(&d.root, &train, &val)?,
-            train: Arc::new(train),
-            val,
-            weights,
-        })
+/// What validation scores, for messages: held-out sequences or the validation split.
+fn val_name(cfg: &Config) -> String {
+    if cfg.data.val_sequences.is_empty() {
+        format!("`{}`", cfg.data.val_split)
+    } else {
+        format!("held-out {}", cfg.data.val_sequences.join("+"))
     }
 }
 
@@ -436,14 +448,15 @@ fn print_plan(cfg: &Config, data: &TrainingData, device: Device) {
         cfg.model.arch,
         cfg.model.width,
         data.train.len(),
-        data.val.len(),
+        data.val_len(),
         cfg.train.epochs,
         cfg.train.batch_size,
         cfg.train.optimizer,
-        cfg.train.lr,
+        base_lr(&cfg.train),
         device,
         weights
     );
+    println!("{}", data.description);
 }
 
 /// `model.safetensors`: the best validated weights (or the last ones if never validated),
@@ -452,7 +465,7 @@ fn write_final_model(
     cfg: &Config,
     out: &Path,
     device: Device,
-    train_pairs: &Arc<Vec<Pair>>,
+    train_frames: &Arc<Frames>,
     progress: &Progress,
 ) -> Result<()> {
     let best = out.join("best.safetensors");
@@ -470,9 +483,18 @@ fn write_final_model(
             "re-estimating batch-norm statistics over the training set (dropout {})",
             on_off(t.bn_recalibrate_dropout)
         );
-        recalibrate_batchnorm(cfg, &vs, &net, train_pairs, t.bn_recalibrate_dropout)?;
+        recalibrate_batchnorm(cfg, &vs, &net, train_frames, t.bn_recalibrate_dropout)?;
     }
     save_checkpoint(&out.join("model.safetensors"), cfg, &vs, None, progress)
+}
+
+/// ` [0006R0 0.4210, ...]` for a log line, when several sequences validate.
+fn per_sequence(scores: &Option<BTreeMap<String, f64>>) -> String {
+    let Some(scores) = scores else {
+        return String::new();
+    };
+    let parts: Vec<String> = scores.iter().map(|(s, m)| format!("{s} {m:.4}")).collect();
+    format!(" [{}]", parts.join(", "))
 }
 
 fn on_off(on: bool) -> &'static str {
@@ -490,8 +512,9 @@ struct Trainer<'a> {
     net: &'a SegNet,
     opt: &'a mut Optim,
     weights: &'a Tensor,
-    train_pairs: Arc<Vec<Pair>>,
-    val_pairs: &'a [Pair],
+    data: &'a TrainingData,
+    /// Forward passes under bf16 autocast (`train.precision`, CUDA only).
+    autocast: bool,
     device: Device,
     per_epoch: usize,
     progress: Progress,
@@ -524,9 +547,9 @@ impl Trainer<'_> {
     fn epoch_loader(&self) -> Loader {
         let t = &self.cfg.train;
         let epoch = self.progress.epoch;
-        let order = epoch_order(self.train_pairs.len(), t.seed, epoch);
+        let order = epoch_order(self.data.train.len(), t.seed, epoch);
         Loader::new(
-            self.train_pairs.clone(),
+            self.data.train.clone(),
             order[self.progress.step_in_epoch * t.batch_size..].to_vec(),
             t.batch_size,
             self.cfg.data.clone(),
@@ -601,7 +624,10 @@ impl Trainer<'_> {
         tch::manual_seed(seed as i64);
         let images = batch.images.to_device(self.device);
         let labels = batch.labels.to_device(self.device);
-        let logits = self.net.forward(&images, Mode::TRAIN);
+        // The loss in fp32 whatever the forward pass ran in.
+        let logits = precision::autocast(self.autocast, || {
+            self.net.forward(&images, Mode::TRAIN).to_kind(Kind::Float)
+        });
         let loss = logits.cross_entropy_loss::<&Tensor>(
             &labels,
             Some(self.weights),
@@ -663,6 +689,7 @@ impl Trainer<'_> {
             val_class_accuracy: None,
             val_miou: None,
             val_mc_miou: None,
+            val_sequence_miou: None,
             elapsed_s: 0.0,
         };
         if epoch.is_multiple_of(t.val_every) || epoch == t.epochs {
@@ -675,31 +702,30 @@ impl Trainer<'_> {
         self.save_last()?;
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
         println!(
-            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | val global {} class {} mIoU {}{} | {:.1} min",
+            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | {} global {} class {} mIoU {}{}{} | {:.1} min",
             t.epochs,
             100.0 * wait,
+            val_name(self.cfg),
             fmt(entry.val_global_accuracy),
             fmt(entry.val_class_accuracy),
             fmt(entry.val_miou),
             entry
                 .val_mc_miou
                 .map_or(String::new(), |m| format!(" (MC-{} {m:.4})", t.val_samples)),
+            per_sequence(&entry.val_sequence_miou),
             entry.elapsed_s / 60.0
         );
         Ok(())
     }
 
-    /// Scores the validation split into `entry`; a new best mIoU saves `best.safetensors`.
+    /// Scores the validation frames (held-out sequences or the validation split) into `entry`;
+    /// a new best mIoU over all of them saves `best.safetensors`.
     fn validate(&mut self, entry: &mut EpochLog) -> Result<()> {
-        let v = eval::validate(
-            self.net,
-            self.val_pairs,
-            &self.cfg.data,
-            &self.cfg.model,
-            self.device,
-            self.cfg.train.val_samples,
-            self.cfg.train.seed,
-        )?;
+        let scored = trainset::validate(self.net, self.data, self.cfg, self.device)?;
+        if scored.per_sequence.len() > 1 {
+            entry.val_sequence_miou = Some(scored.per_sequence);
+        }
+        let v = scored.pooled;
         let miou = v.wa.mean_iou();
         entry.val_global_accuracy = Some(v.wa.global_accuracy());
         entry.val_class_accuracy = Some(v.wa.class_average_accuracy());
@@ -725,7 +751,7 @@ fn recalibrate_batchnorm(
     cfg: &Config,
     vs: &nn::VarStore,
     net: &SegNet,
-    pairs: &Arc<Vec<Pair>>,
+    frames: &Arc<Frames>,
     dropout: bool,
 ) -> Result<()> {
     let momentum = 0.1;
@@ -736,9 +762,9 @@ fn recalibrate_batchnorm(
         .map(|(_, t)| t)
         .collect();
     let mut avg: Vec<Tensor> = stats.iter().map(|t| t.zeros_like()).collect();
-    let order: Vec<usize> = (0..pairs.len()).collect();
+    let order: Vec<usize> = (0..frames.len()).collect();
     let mut loader = Loader::new(
-        pairs.clone(),
+        frames.clone(),
         order,
         cfg.train.batch_size,
         cfg.data.clone(),
@@ -794,11 +820,7 @@ pub(crate) fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
         diffs.join(", ")
     );
     cfg.model = ckpt.config.clone();
-    let pairs = Arc::new(data::discover(
-        &cfg.data.root,
-        &cfg.data.train_split,
-        cfg.data.limit,
-    )?);
+    let pairs = trainset::training_frames(&cfg)?;
     recalibrate_batchnorm(&cfg, &vs, &net, &pairs, args.dropout)?;
     checkpoint::save(&args.out, &cfg.model, &vs, &[], &ckpt.meta)?;
     println!(

@@ -6,12 +6,19 @@
 #
 # 1. GPU timing, on the idle GPU: `bench` for full-width SegNet at 360x480, T=40, and the
 #    PyTorch peer (.dev/peer_segnet.py, a copy of ../shared/bench/peer_segnet.py) timed the same way.
-# 2. Training: configs/camvid-lean.yaml and configs/camvid-lean-fullres.yaml side by side, each
-#    for MINUTES.
-# 3. CUDA correctness with the trained lean model: weight averaging on CPU and CUDA give the same
+# 2. Training: the recipe ablation, tools/ablation.sh over configs/ablation.txt: the next
+#    PARALLEL (default 6) runs not done in STATE (default .dev/ablation), side by side, each for
+#    MINUTES on top of configs/camvid-lean.yaml, validated on its held-out sequence, then scored
+#    by `eval` (WA and MC T=40) on that sequence. MINUTES=6 fits a 12-minute H100 session
+#    (6 min of training, 1.5 min of grace, evals side by side, the bench before).
+# 3. CUDA correctness with one trained model: weight averaging on CPU and CUDA give the same
 #    class map; seeded MC on CUDA is repeatable and its variance is close to the CPU's.
-# 4. `eval` of each model on the val split with T=40.
-# Everything goes to DEST as results.tgz; model files are split into parts below 16 MiB for the trip back.
+# Everything goes to DEST as results.tgz (ablation/ablation.md is the table, ablation/results.tsv
+# every run so far), plus the checkpoint parts (under 16 MiB) of at most one run cut short.
+# The next session continues: unpack results.tgz's ablation/ into .dev/ablation with the parts
+# beside it (`tar xzf results.tgz -C /tmp/r && cp /tmp/r/ablation/* DEST/*.part* DEST/*.sha256
+# .dev/ablation/`), carry .dev/ablation, and run this script again.
+# Data: `tools/pack_data.sh` writes CamVid's train and val as JPEG into .dev/camvid (27 MB).
 # DEVICE=cpu SMOKE=1 runs the same steps briefly on a CPU machine, to check the script.
 set -u
 bin=$1 data=$2 dest=$3 minutes=$4
@@ -21,8 +28,6 @@ rm -rf "$out"
 dev=${DEVICE:-cuda}
 bench=(--samples 40 --runs 5)
 if [[ -n ${SMOKE:-} ]]; then bench=(--height 64 --width 64 --samples 2 --runs 1); fi
-limit=0
-if [[ -n ${SMOKE:-} ]]; then limit=2; fi
 mkdir -p "$out"
 torchlib=$("$py" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 export LD_LIBRARY_PATH=$torchlib:${LD_LIBRARY_PATH:-}
@@ -41,16 +46,13 @@ if [[ $dev == cuda && -f .dev/peer_segnet.py ]]; then
 fi
 cat "$out/bench.txt"
 
-log "training starts"
-for c in lean lean-fullres; do
-  "$bin" train --config "configs/camvid-$c.yaml" --data "$data" --device "$dev" \
-    --out "$out/$c" --max-minutes "$minutes" >"$out/train-$c.log" 2>&1 &
-done
+log "training: the recipe ablation, $minutes min per run"
+bash tools/ablation.sh "$bin" "$data" "${STATE:-.dev/ablation}" "$out/ablation" "$minutes" 2>&1 |
+  tee -a "$out/session.log"
 
-wait
-if [[ -f $out/lean/model.safetensors ]]; then
-  log "correctness (the trained lean model)"
-  m=$out/lean/model.safetensors
+m=$(ls "$out"/ablation/runs/*/model.safetensors 2>/dev/null | head -1)
+if [[ -n $m ]]; then
+  log "correctness ($m)"
   img=$(ls "$data"/val/* | head -1)
   for d in cpu $dev; do
     "$bin" infer "$img" --model $m --no-dropout --device $d --out /tmp/wa-$d --uncertainty entropy >>"$out/session.log" 2>&1
@@ -72,17 +74,7 @@ print("seeded MC on %s repeatable:" % dev, x["mean_variance"] == y["mean_varianc
 print("MC mean variance CPU", j("/tmp/mc-cpu-1")["mean_variance"], dev, x["mean_variance"])
 PY
 fi
-for c in lean lean-fullres; do
-  tail -3 "$out/train-$c.log"
-  if [[ -f "$out/$c/model.safetensors" ]]; then
-    "$bin" eval --model "$out/$c/model.safetensors" --data "$data" --split val --samples 40 \
-      --limit "$limit" --device "$dev" --out "$out/$c/eval" >"$out/eval-$c.log" 2>&1
-    tail -25 "$out/eval-$c.log"
-    split -b 15M -d "$out/$c/model.safetensors" "$out/$c.model.part"
-  fi
-  rm -f "$out/$c/last.safetensors" "$out/$c/best.safetensors" "$out/$c/model.safetensors"
-done
 mkdir -p "$dest"
-tar czf "$dest/results.tgz" -C "$out" --exclude='*.part*' .
-cp "$out"/*.part* "$dest"/ 2>/dev/null
+tar czf "$dest/results.tgz" -C "$out" --exclude='*.safetensors' --exclude='*.part*' --exclude='*.sha256' .
+cp "$out"/ablation/*.part* "$out"/ablation/*.sha256 "$dest"/ 2>/dev/null
 log "done"

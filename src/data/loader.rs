@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use tch::Tensor;
 
-use super::{prepare, Example, Pair};
+use super::{transform, Example, Frames, Pair};
 use crate::config::{DataConfig, ModelConfig};
 use crate::rng::mix_seed;
 
@@ -46,7 +46,7 @@ impl Loader {
     /// `drop_last` drops a final batch smaller than `batch_size`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        pairs: Arc<Vec<Pair>>,
+        frames: Arc<Frames>,
         order: Vec<usize>,
         batch_size: usize,
         cfg: DataConfig,
@@ -57,9 +57,9 @@ impl Loader {
     ) -> Loader {
         assert!(batch_size > 0, "batch_size must be positive");
         assert!(
-            order.iter().all(|&i| i < pairs.len()),
+            order.iter().all(|&i| i < frames.len()),
             "order holds an index beyond the {} pairs",
-            pairs.len()
+            frames.len()
         );
         let batches = if drop_last {
             order.len() / batch_size
@@ -70,7 +70,7 @@ impl Loader {
         let (tx, rx) = sync_channel(ahead);
         let stop = Arc::new(AtomicBool::new(false));
         let job = Job {
-            pairs,
+            frames,
             order,
             batch_size,
             batches,
@@ -146,7 +146,7 @@ impl Drop for Loader {
 
 /// What the loader thread owns.
 struct Job {
-    pairs: Arc<Vec<Pair>>,
+    frames: Arc<Frames>,
     order: Vec<usize>,
     batch_size: usize,
     batches: usize,
@@ -160,28 +160,53 @@ struct Job {
 
 impl Job {
     fn run(self, tx: SyncSender<Result<Batch>>) {
+        // `data.loader_threads` > 0: a pool of that size, else rayon's global one (all cores).
+        let pool = (self.cfg.loader_threads > 0)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.cfg.loader_threads)
+                    .thread_name(|i| format!("data-loader-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
         let used = &self.order[..(self.batches * self.batch_size).min(self.order.len())];
         for group in used.chunks(self.ahead * self.batch_size) {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let examples: Vec<Result<Example>> = group
-                .par_iter()
-                .map(|&i| {
-                    let seed = self.augment_seed.map(|s| mix_seed(s, i as u64));
-                    prepare(&self.pairs[i], &self.cfg, &self.model, seed)
-                })
-                .collect();
+            let prepare =
+                || -> Vec<Result<Example>> { group.par_iter().map(|&i| self.example(i)).collect() };
+            let examples = match &pool {
+                Some(pool) => pool.install(prepare),
+                None => prepare(),
+            };
             let mut examples = examples.into_iter();
             for indices in group.chunks(self.batch_size) {
                 let batch: Result<Vec<Example>> = examples.by_ref().take(indices.len()).collect();
-                let batch = batch.and_then(|b| stack(b, indices, &self.pairs));
+                let batch = batch.and_then(|b| stack(b, indices, &self.frames.pairs));
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return;
                 }
             }
         }
+    }
+}
+
+impl Job {
+    /// Pair `i` decoded (or taken from the cache) and transformed.
+    fn example(&self, i: usize) -> Result<Example> {
+        let seed = self.augment_seed.map(|s| mix_seed(s, i as u64));
+        let decoded = self.frames.get(i, &self.cfg, &self.model)?;
+        let (image, label) = &*decoded;
+        Ok(transform(
+            image,
+            label,
+            &self.cfg.augment,
+            &self.model,
+            seed,
+        ))
     }
 }
 
@@ -225,7 +250,8 @@ mod tests {
     /// Batches of 2 over `pairs` in `order`, two classes, augmented.
     fn loader(dir: &Path, pairs: Vec<Pair>, order: Vec<usize>, drop_last: bool) -> Loader {
         let (cfg, m) = (data(dir), model(2, None));
-        Loader::new(Arc::new(pairs), order, 2, cfg, m, Some(7), 2, drop_last)
+        let frames = Arc::new(Frames::new(pairs, false));
+        Loader::new(frames, order, 2, cfg, m, Some(7), 2, drop_last)
     }
 
     #[test]
@@ -291,7 +317,8 @@ mod tests {
             root,
             ..Default::default()
         };
-        let mut loader = Loader::new(Arc::new(pairs), vec![0, 1], 2, cfg, m, Some(1), 2, true);
+        let frames = Arc::new(Frames::new(pairs, true));
+        let mut loader = Loader::new(frames, vec![0, 1], 2, cfg, m, Some(1), 2, true);
         let b = loader.next().unwrap().unwrap();
         assert_eq!(b.images.size(), vec![2, 3, 64, 80]);
         let labels: Vec<i64> = Vec::try_from(b.labels.flatten(0, -1)).unwrap();

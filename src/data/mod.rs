@@ -1,17 +1,27 @@
 //! The dataset: which pairs form a split (`split`), reading and checking labels (`label`),
-//! class weights (`weights`), the example transforms and augmentation (`transform`), and the
-//! background loader that batches examples ahead of the trainer (`loader`).
+//! class weights (`weights`), the example transforms and augmentation (`transform`, `augment`),
+//! the frames kept decoded in memory (`frames`), the background loader that batches examples
+//! ahead of the trainer (`loader`), and the sequences frames were filmed in, for
+//! cross-sequence validation (`sequence`).
 
+mod augment;
+mod frames;
 mod label;
 mod loader;
+mod sequence;
 mod split;
 mod transform;
 mod weights;
 
+pub(crate) use augment::check_augment;
+pub(crate) use frames::Frames;
 pub(crate) use label::{load_label, load_pair};
 pub(crate) use loader::{Batch, Loader};
+pub(crate) use sequence::{
+    count_by_sequence, select, sequence_of, sequence_regex, CAMVID_SEQUENCE, UNMATCHED,
+};
 pub(crate) use split::{discover, Pair};
-pub(crate) use transform::{prepare, Example};
+pub(crate) use transform::{transform, Example};
 pub(crate) use weights::class_weights;
 
 /// Small datasets written on the fly for the unit tests.

@@ -1,11 +1,13 @@
 //! One training or validation example: resize to the network's input size, and the seeded
-//! augmentation (random scale and crop, horizontal flip) applied to image and label alike.
+//! augmentation applied to image and label alike: random scale and crop, small rotation,
+//! horizontal flip, then (image only) photometric jitter, blur and noise (`augment`).
 
-use anyhow::Result;
+use image::RgbImage;
 use tch::Tensor;
 
-use super::{load_pair, Pair};
-use crate::config::{DataConfig, ModelConfig};
+use super::augment::{self, Planes};
+use super::label::Label;
+use crate::config::{AugmentConfig, ModelConfig};
 use crate::image_io;
 use crate::rng::SplitMix64;
 
@@ -59,85 +61,106 @@ fn resize_nearest(label: &[u8], w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
     out
 }
 
-/// Loads, resizes and (with a seed) augments one pair.
+/// Transforms one decoded pair into an example.
 ///
 /// Without augmentation the image is resized (bilinear) to `model.input_size` when set and the
-/// label with nearest neighbour. With `augment = Some(seed)`: if `data.augment.scale = [a, b]`,
-/// the pair is scaled to `s * input_size` with `s ~ U(a, b)` and a random `input_size` window is
-/// cropped (padded with void label and a zero, i.e. mean-coloured, image where the scaled pair is
-/// smaller); then, if `data.augment.hflip`, both are flipped horizontally with probability 0.5.
-/// The same seed gives the same example.
-pub(crate) fn prepare(
-    pair: &Pair,
-    cfg: &DataConfig,
+/// label with nearest neighbour. With `augment = Some(seed)`, in this order and each only when
+/// `aug` switches it on: scale by `s ~ U(scale)` and crop a random `input_size` window (padded
+/// with void label and the mean colour, i.e. a zero input, where the scaled pair is smaller);
+/// rotate by up to `rotate` degrees (corners void and mean-coloured); flip horizontally with
+/// probability 0.5; photometric jitter; blur; noise. The same seed gives the same example.
+pub(crate) fn transform(
+    img: &RgbImage,
+    label: &Label,
+    aug: &AugmentConfig,
     model: &ModelConfig,
     augment: Option<u64>,
-) -> Result<Example> {
-    let (img, (w, h, label)) = load_pair(pair, cfg, model)?;
+) -> Example {
     let void = model.classes as u8;
+    let (w, h, label) = (label.0, label.1, &label.2);
     let [th, tw] = model
         .input_size
         .map_or([h, w], |[th, tw]| [th as u32, tw as u32]);
     let mut rng = augment.map(SplitMix64::new);
-    let scale = match (&mut rng, cfg.augment.scale) {
+    let scale = match (&mut rng, aug.scale) {
         (Some(rng), Some([a, b])) => Some(a as f64 + (b - a) as f64 * rng.next_f64()),
         _ => None,
     };
-    let (image, label) = match scale {
+    let (mut image, mut label) = match scale {
         None => {
-            let img = image_io::resize_rgb(&img, [th as i64, tw as i64]);
-            let label = resize_nearest(&label, w, h, tw, th);
-            (image_io::to_tensor(&img, model.mean, model.std), label)
+            let img = image_io::resize_rgb(img, [th as i64, tw as i64]);
+            (Planes::from_rgb(&img), resize_nearest(label, w, h, tw, th))
         }
         Some(s) => {
             let rng = rng.as_mut().expect("scale implies a seed");
-            let (sw, sh) = (
-                ((tw as f64 * s).round() as u32).max(1),
-                ((th as f64 * s).round() as u32).max(1),
-            );
-            let img = image_io::resize_rgb(&img, [sh as i64, sw as i64]);
-            let label = resize_nearest(&label, w, h, sw, sh);
-            let (sx, sy) = (span(sw, tw, rng), span(sh, th, rng));
-            let crop = image::imageops::crop_imm(&img, sx.src, sy.src, sx.len, sy.len).to_image();
-            let part = image_io::to_tensor(&crop, model.mean, model.std);
-            let canvas = Tensor::zeros(
-                [3, th as i64, tw as i64],
-                (tch::Kind::Float, tch::Device::Cpu),
-            );
-            canvas
-                .narrow(1, sy.dst as i64, sy.len as i64)
-                .narrow(2, sx.dst as i64, sx.len as i64)
-                .copy_(&part);
-            let mut out = vec![void; tw as usize * th as usize];
-            for r in 0..sy.len as usize {
-                let from = (sy.src as usize + r) * sw as usize + sx.src as usize;
-                let to = (sy.dst as usize + r) * tw as usize + sx.dst as usize;
-                out[to..to + sx.len as usize].copy_from_slice(&label[from..from + sx.len as usize]);
-            }
-            (canvas, out)
+            scale_and_crop(img, label, (w, h), (tw, th), s, model, rng)
         }
     };
-    let flip = cfg.augment.hflip && rng.as_mut().is_some_and(|r| r.next_f64() < 0.5);
-    let (image, label) = if flip {
-        let mut flipped = label;
-        flipped
-            .chunks_mut(tw as usize)
-            .for_each(|row| row.reverse());
-        (image.flip([2]), flipped)
-    } else {
-        (image, label)
-    };
+    if let Some(rng) = rng.as_mut().filter(|_| aug.rotate > 0.0) {
+        let degrees = aug.rotate * (2.0 * rng.next_f64() as f32 - 1.0);
+        (image, label) = augment::rotate(&image, &label, degrees, model.mean, void);
+    }
+    if aug.hflip && rng.as_mut().is_some_and(|r| r.next_f64() < 0.5) {
+        image.flip();
+        label.chunks_mut(tw as usize).for_each(|row| row.reverse());
+    }
+    if let Some(rng) = rng.as_mut() {
+        augment::photometric(&mut image, aug, rng);
+        augment::degrade(&mut image, aug, rng);
+    }
     let label: Vec<i64> = label.into_iter().map(i64::from).collect();
-    Ok(Example {
-        image,
+    Example {
+        image: image.to_tensor(model.mean, model.std),
         label: Tensor::from_slice(&label).view([th as i64, tw as i64]),
-    })
+    }
+}
+
+/// Scales the pair to `s` times the target size and crops a random target-sized window from
+/// it, padding with the mean colour and void where the scaled pair is smaller.
+fn scale_and_crop(
+    img: &RgbImage,
+    label: &[u8],
+    (w, h): (u32, u32),
+    (tw, th): (u32, u32),
+    s: f64,
+    model: &ModelConfig,
+    rng: &mut SplitMix64,
+) -> (Planes, Vec<u8>) {
+    let (sw, sh) = (
+        ((tw as f64 * s).round() as u32).max(1),
+        ((th as f64 * s).round() as u32).max(1),
+    );
+    let img = image_io::resize_rgb(img, [sh as i64, sw as i64]);
+    let label = resize_nearest(label, w, h, sw, sh);
+    let (sx, sy) = (span(sw, tw, rng), span(sh, th, rng));
+    let crop = image::imageops::crop_imm(&img, sx.src, sy.src, sx.len, sy.len).to_image();
+    let mut canvas = Planes::filled(tw as usize, th as usize, model.mean);
+    canvas.paste(&Planes::from_rgb(&crop), sx.dst as usize, sy.dst as usize);
+    let mut out = vec![model.classes as u8; tw as usize * th as usize];
+    for r in 0..sy.len as usize {
+        let from = (sy.src as usize + r) * sw as usize + sx.src as usize;
+        let to = (sy.dst as usize + r) * tw as usize + sx.dst as usize;
+        out[to..to + sx.len as usize].copy_from_slice(&label[from..from + sx.len as usize]);
+    }
+    (canvas, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DataConfig;
     use crate::data::fixtures::{data, model, write_pair};
+    use crate::data::{load_pair, Pair};
+
+    fn prepare(
+        pair: &Pair,
+        cfg: &DataConfig,
+        model: &ModelConfig,
+        augment: Option<u64>,
+    ) -> anyhow::Result<Example> {
+        let (img, label) = load_pair(pair, cfg, model)?;
+        Ok(transform(&img, &label, &cfg.augment, model, augment))
+    }
 
     #[test]
     fn prepare_resizes_image_and_label_to_input_size() {
@@ -188,9 +211,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write_pair(dir.path(), "train", "a", 64, 64);
         let mut cfg = data(dir.path());
-        cfg.augment = crate::config::AugmentConfig {
+        cfg.augment = AugmentConfig {
             hflip: false,
             scale: Some([0.5, 0.5]),
+            ..Default::default()
         };
         let ex = prepare(&p, &cfg, &model(2, Some([32, 32])), Some(3)).unwrap();
         assert_eq!(ex.image.size(), vec![3, 32, 32]);

@@ -2,6 +2,7 @@
 
 mod blocks;
 pub mod checkpoint;
+pub(crate) mod init;
 mod segnet;
 
 pub(crate) use segnet::Mode;
