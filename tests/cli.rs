@@ -195,6 +195,25 @@ fn help_lists_the_subcommands() {
 }
 
 #[test]
+fn a_closed_stdout_ends_the_run_quietly_instead_of_a_panic() {
+    // `segnet-bayes init-model ... | head -0`: the reader is gone before the one line is printed.
+    let d = Scratch::new();
+    let mut child = d
+        .command("init-model --width 0.125 --input-size 48x64 --out m.safetensors")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+    // The model itself was written whole before the line.
+    assert!(d.path("m.safetensors").is_file());
+}
+
+#[test]
 fn infer_writes_class_map_overlay_heatmaps_and_summary() {
     let d = Scratch::new();
     let model = tiny_model(&d, "segnet");
