@@ -56,6 +56,7 @@ fn run_mode(net: &SegNet, x: &Tensor, mode: BenchMode, samples: usize, chunk: us
                 samples,
                 chunk,
                 seed: None,
+                adaptive: None,
             };
             let _ = mc::sample(net, x, &opts).expect("valid options");
         }

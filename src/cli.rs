@@ -8,7 +8,7 @@ use tch::Device;
 
 use crate::config::Arch;
 use crate::infer::PredictorOptions;
-use crate::mc::{McOptions, Measure};
+use crate::mc::{McOptions, Measure, Settle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,9 +56,24 @@ pub struct SamplingArgs {
     /// Model weights (.safetensors written by segnet-bayes). Default: the model shipped in assets/.
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// Monte Carlo dropout samples per image (T).
+    /// Monte Carlo dropout samples per image (T): the most, while adaptive stopping is on (the
+    /// default), exactly this many with --no-adaptive.
     #[arg(long, default_value_t = 40)]
     pub(crate) samples: usize,
+    /// Run exactly --samples samples instead of stopping once the estimate has settled.
+    #[arg(long)]
+    pub(crate) no_adaptive: bool,
+    /// Adaptive stopping: samples between two checks of whether the estimate has settled (a
+    /// run takes at least twice this many).
+    #[arg(long, default_value_t = Settle::default().step)]
+    pub(crate) settle_step: usize,
+    /// Adaptive stopping: settled when at most this share of pixels changed class over the
+    /// last --settle-step samples...
+    #[arg(long, default_value_t = Settle::default().class_tolerance)]
+    pub(crate) settle_classes: f64,
+    /// ...and the mean softmax variance changed by at most this fraction of itself.
+    #[arg(long, default_value_t = Settle::default().uncertainty_tolerance)]
+    pub(crate) settle_uncertainty: f64,
     /// Samples run through the network together (default: 2 on a CPU, where bigger batches
     /// only cost memory; 40 on a GPU, where one big batch is fastest).
     #[arg(long)]
@@ -81,6 +96,11 @@ impl SamplingArgs {
                 samples: self.samples,
                 chunk: self.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
                 seed: self.seed,
+                adaptive: (!self.no_adaptive).then_some(Settle {
+                    step: self.settle_step,
+                    class_tolerance: self.settle_classes,
+                    uncertainty_tolerance: self.settle_uncertainty,
+                }),
             },
             dropout,
         }

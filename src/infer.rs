@@ -163,7 +163,9 @@ struct Summary {
     model: String,
     width: u32,
     height: u32,
+    /// Samples taken: T, or where adaptive stopping found the estimate settled.
     samples: usize,
+    adaptive: bool,
     dropout: bool,
     seconds: f64,
     mean_variance: f64,
@@ -323,6 +325,7 @@ fn infer_one(
         width: img.width(),
         height: img.height(),
         samples: pred.samples,
+        adaptive: predictor.dropout && predictor.opts.adaptive.is_some(),
         dropout: predictor.dropout,
         seconds,
         mean_variance: mean(&pred.variance),

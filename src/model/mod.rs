@@ -4,5 +4,5 @@ mod blocks;
 pub mod checkpoint;
 mod segnet;
 
-pub(crate) use segnet::Mode;
 pub use segnet::SegNet;
+pub(crate) use segnet::{Mode, Prefix};
