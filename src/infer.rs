@@ -116,7 +116,7 @@ impl Predictor {
     }
 }
 
-fn to_cpu(p: Prediction) -> Prediction {
+pub(crate) fn to_cpu(p: Prediction) -> Prediction {
     Prediction {
         probs: p.probs.to_device(Device::Cpu),
         variance: p.variance.to_device(Device::Cpu),

@@ -22,6 +22,7 @@ pub mod plot;
 pub mod progress;
 pub mod render;
 mod rng;
+mod stream;
 mod train;
 
 /// libtorch has one global random generator: tests that seed it take this lock, so tests

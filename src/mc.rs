@@ -21,7 +21,9 @@ use crate::model::{Mode, SegNet};
 use crate::rng::mix_seed;
 
 mod adaptive;
+mod moments;
 pub use adaptive::Settle;
+pub use moments::Moments;
 
 /// How to sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -259,10 +261,22 @@ impl Accumulator {
 /// # Shapes
 /// `image: [3, H, W]` normalised, on the network's device; the prediction has the same H, W.
 pub(crate) fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
+    Ok(accumulate(net, image, opts)?.finish())
+}
+
+/// The moments of the samples [`sample`] takes, for blending with other frames'.
+///
+/// # Shapes
+/// `image: [3, H, W]` normalised, on the network's device; the moments have the same H, W.
+pub(crate) fn sample_moments(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Moments> {
+    Ok(accumulate(net, image, opts)?.moments())
+}
+
+fn accumulate(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Accumulator> {
     opts.validate()?;
     if !net.is_stochastic() {
         // Nothing random to sample: T identical passes are one pass.
-        return Ok(weight_average(net, image));
+        return Ok(weight_average_pass(net, image));
     }
     // Sample i's dropout masks come from (base, i) alone: chunking cannot change them, and
     // the first n samples of a longer run are the same n samples.
@@ -270,20 +284,20 @@ pub(crate) fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<P
     let seeds: Vec<u64> = (0..opts.samples as u64)
         .map(|i| mix_seed(base, i))
         .collect();
-    let pred = tch::no_grad(|| {
+    let acc = tch::no_grad(|| {
         let prefix = net.prefix(&image.unsqueeze(0), false);
         let mut acc = Accumulator::new();
         if let Some(settle) = &opts.adaptive {
             adaptive::run(net, &prefix, &seeds, opts.chunk, settle, &mut acc);
-            return acc.finish();
+            return acc;
         }
         for chunk in seeds.chunks(opts.chunk) {
             let logits = net.suffix(&prefix.for_samples(chunk), Mode::MC);
             acc.add(&logits.softmax(1, Kind::Float));
         }
-        acc.finish()
+        acc
     });
-    Ok(pred)
+    Ok(acc)
 }
 
 /// A seed drawn from libtorch's generator, which libtorch seeds randomly at start-up.
@@ -294,11 +308,15 @@ fn fresh_seed() -> u64 {
 
 /// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
 pub(crate) fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
+    weight_average_pass(net, image).finish()
+}
+
+fn weight_average_pass(net: &SegNet, image: &Tensor) -> Accumulator {
     tch::no_grad(|| {
         let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
         let mut acc = Accumulator::new();
         acc.add(&logits.softmax(1, Kind::Float));
-        acc.finish()
+        acc
     })
 }
 
