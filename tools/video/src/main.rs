@@ -14,6 +14,7 @@ mod source;
 mod state;
 mod stop;
 mod table;
+mod temporal;
 
 use clap::Parser;
 
