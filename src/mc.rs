@@ -111,6 +111,11 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// Network passes behind these statistics.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
     /// `[H, W]` int64 argmax class.
     pub(crate) fn class_map(&self) -> Tensor {
         self.probs.argmax(0, false)

@@ -17,7 +17,7 @@ use super::Accumulator;
 use crate::model::{Mode, Prefix, SegNet};
 
 /// When an adaptive run stops.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settle {
     /// Samples between two checks.
     pub step: usize,

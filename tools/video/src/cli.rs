@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use anyhow::{ensure, Result};
+use clap::{Args, Parser, ValueEnum};
 use segnet_bayes::cli::SamplingArgs;
 use segnet_bayes::mc::Measure;
 
@@ -63,9 +64,79 @@ pub(crate) struct Cli {
     /// Weight averaging: one pass with dropout off instead of MC sampling.
     #[arg(long)]
     pub(crate) no_dropout: bool,
+    /// Sample every frame on its own (--samples per frame, adaptive unless --no-adaptive)
+    /// instead of aggregating a few passes per frame across frames.
+    #[arg(long)]
+    pub(crate) no_temporal: bool,
+    #[command(flatten)]
+    pub(crate) temporal: TemporalArgs,
+    /// Also write each computed frame's raw maps into maps/<frame>.npz (NumPy): class indices
+    /// (uint8), variance, entropy and mutual information (float16), at the input's size.
+    #[arg(long)]
+    pub(crate) maps: bool,
     /// Discard the progress of an earlier run in the output folder and start over.
     #[arg(long)]
     pub(crate) restart: bool,
+}
+
+/// Temporal aggregation (the default; see README): each frame gets --passes stochastic passes,
+/// blended into the moments carried over from the previous frame along the optical flow.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TemporalArgs {
+    /// Temporal aggregation: stochastic passes per frame (k). The first frame, and any frame
+    /// after a scene cut or a gap, gets a full per-frame estimate instead.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) passes: usize,
+    /// Temporal aggregation: weight of one new pass where the flow explains the frame (the
+    /// running moments then average over about (2 - a) / a passes).
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) temporal_alpha: f64,
+    /// Temporal aggregation: weight of one new pass where the flow does not explain the frame.
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) temporal_alpha_max: f64,
+    /// Temporal aggregation: grey-level error of the warped previous frame (0-1, averaged over
+    /// 5x5 pixels) up to which the flow counts as reliable...
+    #[arg(long, default_value_t = 0.04)]
+    pub(crate) warp_error_low: f64,
+    /// ...and from which it counts as not reliable at all.
+    #[arg(long, default_value_t = 0.15)]
+    pub(crate) warp_error_high: f64,
+    /// Temporal aggregation: mean warp error above which a frame starts a new scene.
+    #[arg(long, default_value_t = 0.08)]
+    pub(crate) scene_cut: f64,
+}
+
+impl TemporalArgs {
+    pub(crate) fn options(&self) -> Result<crate::temporal::Options> {
+        ensure!(self.passes >= 1, "--passes must be at least 1");
+        let (a, b) = (self.temporal_alpha, self.temporal_alpha_max);
+        ensure!(
+            a > 0.0 && a <= 1.0,
+            "--temporal-alpha must be in (0, 1], got {a}"
+        );
+        ensure!(
+            (a..=1.0).contains(&b),
+            "--temporal-alpha-max must be in [--temporal-alpha, 1], got {b}"
+        );
+        let (lo, hi) = (self.warp_error_low, self.warp_error_high);
+        ensure!(
+            lo >= 0.0 && hi > lo,
+            "--warp-error-high ({hi}) must be above --warp-error-low ({lo}) >= 0"
+        );
+        ensure!(
+            self.scene_cut > 0.0,
+            "--scene-cut must be positive, got {}",
+            self.scene_cut
+        );
+        Ok(crate::temporal::Options {
+            passes: self.passes,
+            alpha: a,
+            alpha_max: b,
+            error_low: lo,
+            error_high: hi,
+            cut: self.scene_cut,
+        })
+    }
 }
 
 /// Where the three panels go.

@@ -7,9 +7,11 @@
 
 mod cli;
 mod frame;
+mod maps;
 mod pipeline;
 mod plot;
 mod run;
+mod sampler;
 mod source;
 mod state;
 mod stop;

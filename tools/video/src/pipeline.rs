@@ -23,16 +23,17 @@ use indicatif::ProgressBar;
 use opencv::core::{Mat, Vec3b};
 use opencv::videoio::{VideoWriter, VideoWriterTrait};
 use rayon::prelude::*;
-use segnet_bayes::infer::Predictor;
-use segnet_bayes::mc::{Measure, Prediction};
+use segnet_bayes::mc::Measure;
 use segnet_bayes::render;
 use tch::Kind;
 
 use crate::frame::{self, Stats, Style};
+use crate::sampler::{Predicted, Sampler};
 use crate::source::{self, End, Frame, Selection, Source};
 use crate::state::Paths;
 use crate::stop;
 use crate::table::{self, Columns};
+use crate::temporal::Before;
 
 /// What the stages share.
 pub(crate) struct Job<'a> {
@@ -46,12 +47,14 @@ pub(crate) struct Job<'a> {
     pub(crate) classes: usize,
     /// Also write the overlay PNG of each frame (--frames).
     pub(crate) frame_pngs: bool,
+    /// Also write the raw maps of each frame (--maps).
+    pub(crate) maps: bool,
 }
 
 /// A frame on its way to the renderer.
 enum Work {
     /// Predicted by this run.
-    New(Frame, Prediction),
+    New(Frame, Predicted),
     /// Done by an earlier run: drawn from its record.
     Done(Frame),
 }
@@ -71,6 +74,10 @@ pub(crate) struct Report {
     pub(crate) written: usize,
     /// Frames this run computed.
     pub(crate) computed: usize,
+    /// Network passes over the computed frames.
+    pub(crate) samples: usize,
+    /// Computed frames at which the temporal state started afresh.
+    pub(crate) resets: usize,
     /// Time in the network, and waiting before and after it.
     busy: Duration,
     wait_frames: Duration,
@@ -96,6 +103,8 @@ struct Timing {
     /// Ctrl-C stopped the network with frames still to come.
     interrupted: bool,
     computed: usize,
+    samples: usize,
+    resets: usize,
     busy: Duration,
     wait_frames: Duration,
     wait_encoder: Duration,
@@ -105,7 +114,7 @@ struct Timing {
 /// every case; the caller decides what the ending means.
 pub(crate) fn run(
     ctx: &Job,
-    predictor: &Predictor,
+    sampler: &mut Sampler,
     done: &BTreeMap<usize, String>,
     writer: VideoWriter,
     csv: table::Writer,
@@ -130,7 +139,7 @@ pub(crate) fn run(
             .name("encode".into())
             .spawn_scoped(s, || encode_stage(ctx, writer, csv, drawn_rx, progress))
             .context("cannot start the encode thread")?;
-        let network = network_stage(predictor, frame_rx, work_tx, done, depth);
+        let network = network_stage(sampler, frame_rx, work_tx, done, depth);
         let end = joined("decode", decoder.join());
         let rendered = joined("render", renderer.join());
         let written = joined("encode", encoder.join());
@@ -145,6 +154,8 @@ pub(crate) fn run(
             },
             written,
             computed: timing.computed,
+            samples: timing.samples,
+            resets: timing.resets,
             busy: timing.busy,
             wait_frames: timing.wait_frames,
             wait_encoder: timing.wait_encoder,
@@ -158,7 +169,7 @@ fn joined<T>(name: &str, r: thread::Result<Result<T>>) -> Result<T> {
 
 /// The network: predicts frames as they arrive and hands them on in batches.
 fn network_stage(
-    predictor: &Predictor,
+    sampler: &mut Sampler,
     rx: Receiver<Frame>,
     tx: SyncSender<Vec<Work>>,
     done: &BTreeMap<usize, String>,
@@ -166,6 +177,8 @@ fn network_stage(
 ) -> Result<Timing> {
     let mut t = Timing::default();
     let mut works: Vec<Work> = Vec::with_capacity(batch);
+    // What came before the next frame (whether the temporal state carries over).
+    let mut before = Before::Start;
     let send = |works: &mut Vec<Work>, t: &mut Timing| -> bool {
         let has_new = works.iter().any(|w| matches!(w, Work::New(..)));
         let start = Instant::now();
@@ -184,15 +197,19 @@ fn network_stage(
         let start = Instant::now();
         let Ok(frame) = rx.recv() else { break };
         if done.contains_key(&frame.index) {
+            before = Before::Done;
             works.push(Work::Done(frame));
         } else {
             t.wait_frames += start.elapsed();
             let start = Instant::now();
-            let pred = predictor
-                .predict(&frame.image)
+            let pred = sampler
+                .predict(&frame, before)
                 .with_context(|| format!("predicting frame {}", frame.index))?;
             t.busy += start.elapsed();
             t.computed += 1;
+            t.samples += pred.how.samples;
+            t.resets += usize::from(pred.how.reset.is_some());
+            before = Before::Computed(frame.index);
             works.push(Work::New(frame, pred));
         }
         if works.len() >= batch && !send(&mut works, &mut t) {
@@ -223,7 +240,8 @@ fn render_stage(ctx: &Job, rx: Receiver<Vec<Work>>, tx: SyncSender<Vec<Drawn>>) 
     Ok(())
 }
 
-fn draw_new(ctx: &Job, frame: Frame, pred: Prediction) -> Result<Drawn> {
+fn draw_new(ctx: &Job, frame: Frame, predicted: Predicted) -> Result<Drawn> {
+    let Predicted { pred, how } = predicted;
     let style = ctx.style;
     let classes = pred.class_bytes();
     let values = pred.measure_values(style.measure);
@@ -241,10 +259,13 @@ fn draw_new(ctx: &Job, frame: Frame, pred: Prediction) -> Result<Drawn> {
         let path = ctx.paths.records.join(format!("{stem}_overlay.png"));
         render::save_png_atomic(&overlay, &path)?;
     }
+    if ctx.maps {
+        crate::maps::write(&ctx.paths.maps.join(format!("{stem}.npz")), &pred)?;
+    }
     let composite = style.compose(&frame.image, &overlay, &heat);
     Ok(Drawn {
         bgr: frame::to_bgr(&composite),
-        row: Some(ctx.cols.row(frame.index, frame.time, &stats)),
+        row: Some(ctx.cols.row(frame.index, frame.time, &stats, &how)),
     })
 }
 
@@ -322,6 +343,8 @@ mod tests {
             end: End::Finished,
             written: 0,
             computed: 0,
+            samples: 0,
+            resets: 0,
             busy: Duration::from_secs(6),
             wait_frames: Duration::from_secs(3),
             wait_encoder: Duration::from_secs(1),

@@ -41,10 +41,10 @@ pub(crate) struct Options {
 /// Why the state started afresh at a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reset {
-    /// The first frame this run computes.
+    /// The first frame of the selection.
     First,
-    /// The previous frame of the selection was not computed by this run just before (done by
-    /// an earlier run, which left no state behind), so there is nothing to warp from.
+    /// The frame before it in the selection was done by an earlier run, which left no state
+    /// behind: nothing to warp from.
     Gap,
     /// The previous frame does not warp into this one: another scene.
     Cut,
@@ -58,6 +58,17 @@ impl Reset {
             Reset::Cut => "cut",
         }
     }
+}
+
+/// What came before a frame in the selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Before {
+    /// Nothing: the frame starts the selection.
+    Start,
+    /// The frame with this index, computed by this run.
+    Computed(usize),
+    /// A frame done by an earlier run.
+    Done,
 }
 
 /// What the aggregator asks the network for.
@@ -108,32 +119,33 @@ impl Aggregator {
         })
     }
 
-    /// The moments of frame `index` (grey at the network's resolution), given the index of the
-    /// frame computed just before it in this run, if the frame before it in the selection was.
-    /// `draw` runs the network.
+    /// The moments of frame `index` (grey at the network's resolution), which follows `before`
+    /// in the selection. `draw` runs the network.
     pub(crate) fn next(
         &mut self,
         index: usize,
-        previous: Option<usize>,
+        before: Before,
         grey: Mat,
         draw: &mut dyn FnMut(Draw) -> Result<Moments>,
     ) -> Result<Step> {
-        let (reset, warp_error) = match &self.state {
-            None => (Reset::First, None),
-            Some(s) if previous != Some(s.index) => (Reset::Gap, None),
-            Some(s) => match warp_from(&mut self.flow, self.opts.cut, s, &grey)? {
-                Warp::Cut(e) => (Reset::Cut, Some(e)),
-                Warp::Ok {
-                    grid,
-                    error,
-                    mean_error,
-                } => {
-                    let m = draw(Draw::Passes(self.opts.passes))?;
-                    let mut step = self.blend(index, grey, &grid, &error, m);
-                    step.warp_error = Some(mean_error);
-                    return Ok(step);
+        let (reset, warp_error) = match (&self.state, before) {
+            (_, Before::Start) => (Reset::First, None),
+            (Some(s), Before::Computed(i)) if i == s.index => {
+                match warp_from(&mut self.flow, self.opts.cut, s, &grey)? {
+                    Warp::Cut(e) => (Reset::Cut, Some(e)),
+                    Warp::Ok {
+                        grid,
+                        error,
+                        mean_error,
+                    } => {
+                        let m = draw(Draw::Passes(self.opts.passes))?;
+                        let mut step = self.blend(index, grey, &grid, &error, m);
+                        step.warp_error = Some(mean_error);
+                        return Ok(step);
+                    }
                 }
-            },
+            }
+            _ => (Reset::Gap, None),
         };
         let m = draw(Draw::Full)?;
         let passes = m.samples;
@@ -357,8 +369,8 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(i, f)| {
-                let previous = i.checked_sub(1);
-                agg.next(i, previous, f, &mut |d| Ok(draw(d))).unwrap()
+                let before = i.checked_sub(1).map_or(Before::Start, Before::Computed);
+                agg.next(i, before, f, &mut |d| Ok(draw(d))).unwrap()
             })
             .collect()
     }
@@ -476,15 +488,16 @@ mod tests {
             grey(&img, [H as i64, W as i64]).unwrap()
         };
         let resets: Vec<Option<Reset>> = [
-            (0, None, frame(0.0, 0.0)),
-            (1, Some(0), frame(1.0, 0.0)),
-            (2, Some(1), other),
-            (3, Some(2), frame(0.0, 0.0)),
-            (5, Some(4), frame(1.0, 0.0)),
-            (6, None, frame(2.0, 0.0)),
+            (0, Before::Start, frame(0.0, 0.0)),
+            (1, Before::Computed(0), frame(1.0, 0.0)),
+            (2, Before::Computed(1), other),
+            (3, Before::Computed(2), frame(0.0, 0.0)),
+            (5, Before::Done, frame(1.0, 0.0)),
+            (6, Before::Computed(5), frame(2.0, 0.0)),
+            (7, Before::Computed(2), frame(2.0, 0.0)),
         ]
         .into_iter()
-        .map(|(i, prev, f)| agg.next(i, prev, f, &mut draw).unwrap().reset)
+        .map(|(i, before, f)| agg.next(i, before, f, &mut draw).unwrap().reset)
         .collect();
         assert_eq!(
             resets,
@@ -494,6 +507,7 @@ mod tests {
                 Some(Reset::Cut),
                 Some(Reset::Cut),
                 Some(Reset::Gap),
+                None,
                 Some(Reset::Gap)
             ]
         );
