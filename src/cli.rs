@@ -9,6 +9,7 @@ use tch::Device;
 use crate::config::Arch;
 use crate::infer::PredictorOptions;
 use crate::mc::{McOptions, Measure, Settle};
+use crate::model::Precision;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +82,10 @@ pub struct SamplingArgs {
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+    /// What the convolutions run in: half precision (bf16, fp16) is for a GPU's tensor cores;
+    /// the statistics stay in fp32. bf16 also runs on a CPU, slowly.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub(crate) precision: Precision,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -103,6 +108,7 @@ impl SamplingArgs {
                 }),
             },
             dropout,
+            precision: self.precision,
         }
     }
 }
@@ -242,6 +248,13 @@ pub struct BenchArgs {
     /// Timed runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
+    /// Images per batch for the prefix mode (as segnet-video batches frames on a GPU); times
+    /// are per image, and --chunk counts (image, sample) rows per network call.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) images: usize,
+    /// What the prefix mode's convolutions run in.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub(crate) precision: Precision,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }

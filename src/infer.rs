@@ -19,7 +19,7 @@ use crate::cli::{InferArgs, InitModelArgs, ScaleMode};
 use crate::config::ModelConfig;
 use crate::image_io;
 use crate::mc::{self, McOptions, Measure, Prediction};
-use crate::model::{checkpoint, SegNet};
+use crate::model::{checkpoint, Precision, SegNet};
 use crate::render::{self, Scale};
 
 /// The trained model shipped with the project, used when `--model` is not given.
@@ -46,6 +46,8 @@ pub struct PredictorOptions {
     pub mc: McOptions,
     /// MC dropout sampling; false: weight averaging (one pass, dropout off).
     pub dropout: bool,
+    /// What the convolutions run in.
+    pub precision: Precision,
 }
 
 /// A loaded network, ready to predict.
@@ -71,8 +73,10 @@ impl Predictor {
                 )
             })?,
         };
+        crate::batch::check_precision(options.precision, options.device)?;
         let (_, mut net, _) = checkpoint::load_model(&path, options.device)?;
         net.fold_batchnorm();
+        net.set_precision(options.precision);
         Ok(Predictor {
             net,
             path,
@@ -84,6 +88,11 @@ impl Predictor {
 
     pub fn config(&self) -> &ModelConfig {
         self.net.config()
+    }
+
+    /// Where the network runs.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Network input for an image: resized to the model's input size, normalised, on device.

@@ -6,6 +6,7 @@
 //! Training (`train`) reads `data`, evaluation (`eval`) scores with `metrics`.
 
 pub mod atomic;
+mod batch;
 mod bench;
 pub mod cli;
 pub mod config;

@@ -21,8 +21,10 @@ use crate::model::{Mode, SegNet};
 use crate::rng::mix_seed;
 
 mod adaptive;
+mod batch;
 mod moments;
 pub use adaptive::Settle;
+pub(crate) use batch::sample_batch;
 pub use moments::Moments;
 
 /// How to sample.

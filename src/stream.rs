@@ -53,15 +53,22 @@ impl Predictor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Arch, ModelConfig};
     use crate::infer::PredictorOptions;
     use crate::mc::Measure;
+    use crate::model::Precision;
     use std::collections::BTreeMap;
     use tch::{nn, Device};
 
-    fn predictor(dir: &std::path::Path, seed: Option<u64>) -> Predictor {
+    /// A random SegNet-Basic at 1/8 width with input 32x48, saved in `dir` and loaded: 6
+    /// samples in chunks of 2.
+    pub(crate) fn predictor(
+        dir: &std::path::Path,
+        seed: Option<u64>,
+        precision: Precision,
+    ) -> Predictor {
         let cfg = ModelConfig {
             arch: Arch::Basic,
             width: 0.125,
@@ -71,7 +78,9 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = crate::model::SegNet::new(&vs.root(), &cfg);
         let path = dir.join("m.safetensors");
-        crate::model::checkpoint::save(&path, &cfg, &vs, &[], &BTreeMap::new()).unwrap();
+        if !path.exists() {
+            crate::model::checkpoint::save(&path, &cfg, &vs, &[], &BTreeMap::new()).unwrap();
+        }
         Predictor::load(&PredictorOptions {
             model: Some(path),
             device: Device::Cpu,
@@ -82,6 +91,7 @@ mod tests {
                 adaptive: None,
             },
             dropout: true,
+            precision,
         })
         .unwrap()
     }
@@ -90,7 +100,7 @@ mod tests {
     fn frame_moments_finish_into_the_frame_prediction() {
         let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let p = predictor(dir.path(), Some(9));
+        let p = predictor(dir.path(), Some(9), Precision::Fp32);
         let img = RgbImage::from_fn(60, 40, |x, y| image::Rgb([x as u8 * 4, y as u8 * 6, 90]));
         assert_eq!(p.network_size(60, 40), [32, 48]);
         let opts = p.frame_options(3, 6, false);

@@ -54,7 +54,7 @@ impl Settle {
     }
 
     /// Whether the estimate moved less than the tolerances from `last` to `now`.
-    fn settled(&self, last: &Snapshot, now: &Snapshot) -> bool {
+    pub(super) fn settled(&self, last: &Snapshot, now: &Snapshot) -> bool {
         let changed = now.classes.ne_tensor(&last.classes);
         let changed = changed
             .to_kind(Kind::Float)
@@ -67,7 +67,7 @@ impl Settle {
 }
 
 /// What the check compares between two points of a run.
-struct Snapshot {
+pub(super) struct Snapshot {
     /// `[H, W]` argmax of the mean softmax.
     classes: Tensor,
     /// Mean over pixels of the class-averaged unbiased softmax variance.
@@ -75,7 +75,7 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn of(acc: &Accumulator) -> Snapshot {
+    pub(super) fn of(acc: &Accumulator) -> Snapshot {
         let mean = acc.mean.as_ref().expect("a sample was added");
         let m2 = acc.m2.as_ref().expect("a sample was added");
         let dof = (acc.n - 1).max(1) as f64;

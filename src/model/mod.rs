@@ -4,5 +4,5 @@ mod blocks;
 pub mod checkpoint;
 mod segnet;
 
-pub use segnet::SegNet;
 pub(crate) use segnet::{Mode, Prefix};
+pub use segnet::{Precision, SegNet};

@@ -52,7 +52,8 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 0)]
     pub(crate) max_frames: usize,
     /// Frames per batch handed between the decode, network, render and encode stages; Ctrl-C
-    /// stops after the frames in hand.
+    /// stops after the frames in hand. On a GPU, frames sampled on their own (--no-temporal)
+    /// also go through the network this many at a time.
     #[arg(long, default_value_t = 8)]
     pub(crate) batch: usize,
     /// Frame rate of the output for frame folders (default 10), or to override a video's own.

@@ -167,7 +167,8 @@ fn joined<T>(name: &str, r: thread::Result<Result<T>>) -> Result<T> {
     r.map_err(|_| anyhow!("internal error: the {name} thread panicked"))?
 }
 
-/// The network: predicts frames as they arrive and hands them on in batches.
+/// The network: predicts frames as they arrive (`sampler.batch()` at a time) and hands them on
+/// in batches.
 fn network_stage(
     sampler: &mut Sampler,
     rx: Receiver<Frame>,
@@ -177,6 +178,7 @@ fn network_stage(
 ) -> Result<Timing> {
     let mut t = Timing::default();
     let mut works: Vec<Work> = Vec::with_capacity(batch);
+    let mut pending: Vec<Frame> = vec![];
     // What came before the next frame (whether the temporal state carries over).
     let mut before = Before::Start;
     let send = |works: &mut Vec<Work>, t: &mut Timing| -> bool {
@@ -197,30 +199,52 @@ fn network_stage(
         let start = Instant::now();
         let Ok(frame) = rx.recv() else { break };
         if done.contains_key(&frame.index) {
+            predict(sampler, &mut pending, &mut before, &mut works, &mut t)?;
             before = Before::Done;
             works.push(Work::Done(frame));
         } else {
             t.wait_frames += start.elapsed();
-            let start = Instant::now();
-            let pred = sampler
-                .predict(&frame, before)
-                .with_context(|| format!("predicting frame {}", frame.index))?;
-            t.busy += start.elapsed();
-            t.computed += 1;
-            t.samples += pred.how.samples;
-            t.resets += usize::from(pred.how.reset.is_some());
-            before = Before::Computed(frame.index);
-            works.push(Work::New(frame, pred));
+            pending.push(frame);
+            if pending.len() >= sampler.batch() {
+                predict(sampler, &mut pending, &mut before, &mut works, &mut t)?;
+            }
         }
         if works.len() >= batch && !send(&mut works, &mut t) {
             // The renderer failed; its error is reported from its thread.
             return Ok(t);
         }
     }
+    predict(sampler, &mut pending, &mut before, &mut works, &mut t)?;
     if !works.is_empty() {
         send(&mut works, &mut t);
     }
     Ok(t)
+}
+
+/// Predicts the pending frames, in order, into `works`.
+fn predict(
+    sampler: &mut Sampler,
+    pending: &mut Vec<Frame>,
+    before: &mut Before,
+    works: &mut Vec<Work>,
+    t: &mut Timing,
+) -> Result<()> {
+    let Some(last) = pending.last().map(|f| f.index) else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    let preds = sampler
+        .predict(pending, *before)
+        .with_context(|| format!("predicting frames {} to {last}", pending[0].index))?;
+    t.busy += start.elapsed();
+    for (frame, pred) in pending.drain(..).zip(preds) {
+        t.computed += 1;
+        t.samples += pred.how.samples;
+        t.resets += usize::from(pred.how.reset.is_some());
+        works.push(Work::New(frame, pred));
+    }
+    *before = Before::Computed(last);
+    Ok(())
 }
 
 /// Draws each batch in parallel; writes the per-frame PNGs.
@@ -336,6 +360,94 @@ fn encode_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segnet_bayes::config::{Arch, ModelConfig};
+    use segnet_bayes::infer::{Predictor, PredictorOptions};
+    use segnet_bayes::mc::McOptions;
+    use segnet_bayes::model::{checkpoint, Precision, SegNet};
+
+    /// A random SegNet-Basic at 1/8 width, input 32x48, two seeded samples per frame.
+    fn predictor(dir: &Path) -> Predictor {
+        let cfg = ModelConfig {
+            arch: Arch::Basic,
+            width: 0.125,
+            input_size: Some([32, 48]),
+            ..Default::default()
+        };
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _net = SegNet::new(&vs.root(), &cfg);
+        let path = dir.join("m.safetensors");
+        checkpoint::save(&path, &cfg, &vs, &[], &BTreeMap::new()).unwrap();
+        Predictor::load(&PredictorOptions {
+            model: Some(path),
+            device: tch::Device::Cpu,
+            mc: McOptions {
+                samples: 2,
+                chunk: 3,
+                seed: Some(1),
+                adaptive: None,
+            },
+            dropout: true,
+            precision: Precision::Fp32,
+        })
+        .unwrap()
+    }
+
+    /// The works the network stage hands on for frames 0..8, of which `done` were done before.
+    fn network_works(sampler: &mut Sampler, done: &[usize]) -> Vec<Work> {
+        let (frame_tx, frame_rx) = sync_channel(16);
+        for index in 0..8 {
+            let image = RgbImage::from_fn(40, 30, |x, y| {
+                image::Rgb([(x * 6) as u8, (y * 8) as u8, (index * 30) as u8])
+            });
+            let time = index as f64;
+            frame_tx.send(Frame { index, time, image }).unwrap();
+        }
+        drop(frame_tx);
+        let (work_tx, work_rx) = sync_channel(16);
+        let done = done.iter().map(|&i| (i, String::new())).collect();
+        network_stage(sampler, frame_rx, work_tx, &done, 2).unwrap();
+        work_rx.into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn frames_batched_through_the_network_arrive_in_order_with_their_own_predictions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = predictor(dir.path());
+        let mut one = Sampler::PerFrame {
+            predictor: &p,
+            batch: 1,
+        };
+        let mut three = Sampler::PerFrame {
+            predictor: &p,
+            batch: 3,
+        };
+        let (alone, batched) = (
+            network_works(&mut one, &[3]),
+            network_works(&mut three, &[3]),
+        );
+        let describe = |works: &[Work]| -> Vec<(usize, bool)> {
+            works
+                .iter()
+                .map(|w| match w {
+                    Work::New(f, _) => (f.index, true),
+                    Work::Done(f) => (f.index, false),
+                })
+                .collect()
+        };
+        let want: Vec<(usize, bool)> = (0..8).map(|i| (i, i != 3)).collect();
+        assert_eq!(describe(&alone), want);
+        assert_eq!(describe(&batched), want);
+        for (a, b) in alone.iter().zip(&batched) {
+            if let (Work::New(_, a), Work::New(_, b)) = (a, b) {
+                let (x, y) = (
+                    a.pred.measure(Measure::Variance),
+                    b.pred.measure(Measure::Variance),
+                );
+                assert!(x.allclose(y, 1e-4, 1e-7, false));
+                assert_eq!(a.how, b.how);
+            }
+        }
+    }
 
     #[test]
     fn idle_share_splits_waits() {

@@ -167,7 +167,7 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
     let temporal = (!cli.no_temporal)
         .then(|| cli.temporal.options())
         .transpose()?;
-    let mut sampler = Sampler::new(predictor, temporal)?;
+    let mut sampler = Sampler::new(predictor, temporal, cli.batch)?;
     let settings = settings(predictor, &sampler, cli, source, threshold);
     let look = format!(
         "codec {}, layout {:?}, alpha {}, heat overlay {}, frames {}",
@@ -278,7 +278,7 @@ fn settings(
 ) -> Settings {
     let temporal = match sampler {
         Sampler::Temporal(..) => cli.temporal.options().ok(),
-        Sampler::PerFrame(_) => None,
+        Sampler::PerFrame { .. } => None,
     };
     Settings {
         input: absolute(&source.path),

@@ -3,6 +3,7 @@
 //! (`temporal`), which needs the previous frame's state.
 
 use anyhow::Result;
+use image::RgbImage;
 use segnet_bayes::infer::Predictor;
 use segnet_bayes::mc::Prediction;
 
@@ -17,68 +18,117 @@ pub(crate) struct Predicted {
 }
 
 pub(crate) enum Sampler<'a> {
-    PerFrame(&'a Predictor),
+    /// Frames sampled on their own, `batch` at a time through the network.
+    PerFrame {
+        predictor: &'a Predictor,
+        batch: usize,
+    },
     Temporal(&'a Predictor, Box<Aggregator>),
 }
 
 impl<'a> Sampler<'a> {
     /// Temporal aggregation with `temporal`'s options, where there is something to aggregate:
-    /// with dropout off or a dropout-free model every frame is one deterministic pass.
+    /// with dropout off or a dropout-free model every frame is one deterministic pass. Frames
+    /// sampled on their own go through the network `batch` at a time on a GPU (a CPU gains
+    /// nothing from it), one at a time on a CPU.
     pub(crate) fn new(
         predictor: &'a Predictor,
         temporal: Option<temporal::Options>,
+        batch: usize,
     ) -> Result<Sampler<'a>> {
         let stochastic = predictor.dropout && predictor.config().dropout > 0.0;
         Ok(match temporal.filter(|_| stochastic) {
             Some(opts) => Sampler::Temporal(predictor, Box::new(Aggregator::new(opts)?)),
-            None => Sampler::PerFrame(predictor),
+            None => Sampler::PerFrame {
+                predictor,
+                batch: if predictor.device().is_cuda() {
+                    batch.max(1)
+                } else {
+                    1
+                },
+            },
         })
+    }
+
+    /// Frames to hand to [`Sampler::predict`] together.
+    pub(crate) fn batch(&self) -> usize {
+        match self {
+            Sampler::PerFrame { batch, .. } => *batch,
+            Sampler::Temporal(..) => 1,
+        }
     }
 
     /// `per-frame` or `temporal`, as the CSV and summary name it.
     pub(crate) fn mode(&self) -> &'static str {
         match self {
-            Sampler::PerFrame(_) => "per-frame",
+            Sampler::PerFrame { .. } => "per-frame",
             Sampler::Temporal(..) => "temporal",
         }
     }
 
-    /// The prediction for `frame`, at its size, on the CPU; `before` it in the selection.
-    pub(crate) fn predict(&mut self, frame: &Frame, before: Before) -> Result<Predicted> {
+    /// The predictions for consecutive `frames` of the selection, each at its size, on the
+    /// CPU; `before` the first of them.
+    pub(crate) fn predict(&mut self, frames: &[Frame], before: Before) -> Result<Vec<Predicted>> {
         let mode = self.mode();
-        let (w, h) = frame.image.dimensions();
         match self {
-            Sampler::PerFrame(p) => {
-                let pred = p.predict(&frame.image)?;
-                let how = Sampling {
-                    samples: pred.samples(),
-                    warp_error: None,
-                    mode,
-                    reset: None,
+            Sampler::PerFrame { predictor, .. } => {
+                let images: Vec<&RgbImage> = frames.iter().map(|f| &f.image).collect();
+                let preds = match images.as_slice() {
+                    [one] => vec![predictor.predict(one)?],
+                    _ => predictor.predict_batch(&images)?,
                 };
-                Ok(Predicted { pred, how })
+                Ok(preds
+                    .into_iter()
+                    .map(|pred| {
+                        let how = Sampling {
+                            samples: pred.samples(),
+                            warp_error: None,
+                            mode,
+                            reset: None,
+                        };
+                        Predicted { pred, how }
+                    })
+                    .collect())
             }
             Sampler::Temporal(p, agg) => {
-                let grey = temporal::grey(&frame.image, p.network_size(w, h))?;
-                let mut draw = |d: Draw| {
-                    let opts = match d {
-                        Draw::Full => p.frame_options(frame.index, p.opts.samples, true),
-                        Draw::Passes(k) => p.frame_options(frame.index, k, false),
-                    };
-                    p.moments(&frame.image, &opts)
-                };
-                let step = agg.next(frame.index, before, grey, &mut draw)?;
-                let how = Sampling {
-                    samples: step.passes,
-                    warp_error: step.warp_error,
-                    mode,
-                    reset: step.reset.map(temporal::Reset::name),
-                };
-                Ok(Predicted {
-                    pred: p.finish(&step.moments, w, h),
-                    how,
-                })
+                let mut before = before;
+                let mut out = Vec::with_capacity(frames.len());
+                for frame in frames {
+                    out.push(temporal_step(p, agg, frame, before, mode)?);
+                    before = Before::Computed(frame.index);
+                }
+                Ok(out)
             }
         }
     }
+}
+
+/// One frame through the aggregator.
+fn temporal_step(
+    p: &Predictor,
+    agg: &mut Aggregator,
+    frame: &Frame,
+    before: Before,
+    mode: &'static str,
+) -> Result<Predicted> {
+    let (w, h) = frame.image.dimensions();
+    let grey = temporal::grey(&frame.image, p.network_size(w, h))?;
+    let mut draw = |d: Draw| {
+        let opts = match d {
+            Draw::Full => p.frame_options(frame.index, p.opts.samples, true),
+            Draw::Passes(k) => p.frame_options(frame.index, k, false),
+        };
+        p.moments(&frame.image, &opts)
+    };
+    let step = agg.next(frame.index, before, grey, &mut draw)?;
+    let how = Sampling {
+        samples: step.passes,
+        warp_error: step.warp_error,
+        mode,
+        reset: step.reset.map(temporal::Reset::name),
+    };
+    Ok(Predicted {
+        pred: p.finish(&step.moments, w, h),
+        how,
+    })
 }
