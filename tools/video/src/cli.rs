@@ -8,6 +8,8 @@ use clap::{Args, Parser, ValueEnum};
 use segnet_bayes::cli::SamplingArgs;
 use segnet_bayes::mc::Measure;
 
+use crate::temporal::Flow;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "segnet-video",
@@ -105,6 +107,9 @@ pub(crate) struct TemporalArgs {
     /// Temporal aggregation: mean warp error above which a frame starts a new scene.
     #[arg(long, default_value_t = 0.08)]
     pub(crate) scene_cut: f64,
+    /// Temporal aggregation: OpenCV DIS optical flow preset (faster or more accurate).
+    #[arg(long, value_enum, default_value_t = Flow::Fast)]
+    pub(crate) flow: Flow,
 }
 
 impl TemporalArgs {
@@ -136,6 +141,7 @@ impl TemporalArgs {
             error_low: lo,
             error_high: hi,
             cut: self.scene_cut,
+            flow: self.flow,
         })
     }
 }

@@ -1,15 +1,17 @@
 //! Temporal aggregation of Monte Carlo dropout samples across the frames of a video: the
-//! region-based temporal aggregation of Huang, Wang, Liu, Li and Zhou, "Efficient Uncertainty
-//! Estimation for Semantic Segmentation in Videos" (ECCV 2018).
+//! region-based temporal aggregation of Huang et al., "Efficient Uncertainty Estimation for
+//! Semantic Segmentation in Videos" (ECCV 2018).
 //!
 //! Each frame gets k stochastic passes instead of T. The running per-pixel moments (mean
 //! softmax, mean of its square, mean per-sample entropy) are warped into the current frame
 //! along dense optical flow (OpenCV's DIS, on grey frames at the network's resolution) and
 //! blended with the new samples, `m <- (1 - a) warp(m) + a p_t`, per pixel. `a` is small where
 //! the warp is reliable and large where it is not; reliability is the photometric error between
-//! the warped previous frame and the current one, averaged over a 5x5 region. The state starts
-//! afresh, with a full per-frame MC estimate, at the first frame, after a gap in the frames
-//! (see [`Reset::Gap`]) and at a scene cut (a large mean warp error).
+//! the warped previous frame and the current one, averaged over a 5x5 region. With k >= 2 the
+//! variance map is the running average of each frame's own sample variance instead: what
+//! changes from frame to frame (the network's mean prediction does) then no longer counts as
+//! variance. The state starts afresh, with a full per-frame MC estimate, at the first frame,
+//! after a gap in the frames (see [`Reset::Gap`]) and at a scene cut (a large mean warp error).
 
 use anyhow::{Context, Result};
 use opencv::core::{Mat, Ptr, Size, Vec3b};
@@ -19,6 +21,25 @@ use opencv::video::DISOpticalFlow;
 use segnet_bayes::mc::Moments;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+/// OpenCV's DIS optical flow presets: faster or more accurate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Flow {
+    Ultrafast,
+    Fast,
+    Medium,
+}
+
+impl Flow {
+    fn preset(self) -> i32 {
+        match self {
+            Flow::Ultrafast => opencv::video::DISOpticalFlow_PRESET_ULTRAFAST,
+            Flow::Fast => opencv::video::DISOpticalFlow_PRESET_FAST,
+            Flow::Medium => opencv::video::DISOpticalFlow_PRESET_MEDIUM,
+        }
+    }
+}
 
 /// How frames are blended; the CLI's defaults were tuned on a dashcam video (README).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +57,7 @@ pub(crate) struct Options {
     /// Mean photometric error of the warp over the frame above which the frame starts a new
     /// scene.
     pub(crate) cut: f64,
+    pub(crate) flow: Flow,
 }
 
 /// Why the state started afresh at a frame.
@@ -94,7 +116,7 @@ pub(crate) struct Step {
 /// The running state: the moments of the last frame and its grey image.
 struct State {
     index: usize,
-    /// `[1, 2K + 1, h, w]`: mean softmax, mean square, mean entropy.
+    /// `[1, 3K + 1, h, w]` (see [`stack`]).
     moments: Tensor,
     classes: i64,
     /// `[h, w]` 8-bit grey.
@@ -110,7 +132,7 @@ pub(crate) struct Aggregator {
 
 impl Aggregator {
     pub(crate) fn new(opts: Options) -> Result<Aggregator> {
-        let flow = DISOpticalFlow::create(opencv::video::DISOpticalFlow_PRESET_FAST)
+        let flow = DISOpticalFlow::create(opts.flow.preset())
             .context("cannot create OpenCV's DIS optical flow")?;
         Ok(Aggregator {
             opts,
@@ -186,7 +208,7 @@ impl Aggregator {
         s.grey = grey;
         s.index = index;
         Step {
-            moments: unstack(&s.moments, s.classes, m.samples),
+            moments: unstack(&s.moments, s.classes, m.samples, m.samples >= 2),
             passes: m.samples,
             reset: None,
             warp_error: None,
@@ -289,15 +311,29 @@ pub(crate) fn grey(image: &image::RgbImage, size: [i64; 2]) -> Result<Mat> {
 }
 
 /// `[1, 2K + 1, h, w]`: mean, square, entropy.
+/// `[1, 3K + 1, h, w]`: mean, square, entropy, and the variance within the moments' own
+/// samples (unbiased: times n / (n - 1), where there are n > 1 of them).
 fn stack(m: &Moments) -> Tensor {
-    Tensor::cat(&[&m.mean, &m.square, &m.entropy.unsqueeze(0)], 0).unsqueeze(0)
+    let n = m.samples as f64;
+    let within = (&m.square - m.mean.square()).clamp_min(0.0) * (n / (n - 1.0).max(1.0));
+    let parts = [&m.mean, &m.square, &m.entropy.unsqueeze(0), &within];
+    Tensor::cat(&parts, 0).unsqueeze(0)
 }
 
-fn unstack(t: &Tensor, k: i64, samples: usize) -> Moments {
+/// The moments a state holds for `k` classes. `within`: the variance is the running average of
+/// each frame's own variance (k >= 2 passes a frame), which the frames' changing means do not
+/// inflate; else the running square's.
+fn unstack(t: &Tensor, k: i64, samples: usize, within: bool) -> Moments {
     let t = t.squeeze_dim(0);
+    let mean = t.narrow(0, 0, k);
+    let square = if within {
+        mean.square() + t.narrow(0, 2 * k + 1, k)
+    } else {
+        t.narrow(0, k, k)
+    };
     Moments {
-        mean: t.narrow(0, 0, k),
-        square: t.narrow(0, k, k),
+        mean,
+        square,
         entropy: t.get(2 * k),
         samples,
     }
@@ -323,6 +359,7 @@ mod tests {
             error_low: 0.04,
             error_high: 0.15,
             cut: 0.08,
+            flow: Flow::Fast,
         }
     }
 
@@ -409,6 +446,53 @@ mod tests {
         let one = draws(&q, 1);
         let single = (&one.mean - &q).abs().mean(Kind::Float).double_value(&[]);
         assert!(single > 2.0 * error, "{single} vs {error}");
+    }
+
+    #[test]
+    fn with_two_passes_a_changing_mean_does_not_count_as_variance() {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(2);
+        let shape = [3, H as i64, W as i64];
+        // The network's mean moves from frame to frame; the samples' own variance does not.
+        let q = |t: usize| {
+            let c = [0.8, 0.1, 0.1];
+            let (a, b) = if t % 2 == 0 { (0, 1) } else { (1, 0) };
+            let mut v = [0.0; 3];
+            (v[a], v[b], v[2]) = (c[0], c[1], c[2]);
+            Tensor::from_slice(&v)
+                .view([3, 1, 1])
+                .expand(shape, false)
+                .to_kind(Kind::Float)
+        };
+        let true_variance = [0.8f64, 0.1, 0.1]
+            .iter()
+            .map(|p| p * (1.0 - p))
+            .sum::<f64>()
+            / 3.0;
+        let variance_after = |passes: usize| {
+            let mut agg = Aggregator::new(Options {
+                passes,
+                ..options()
+            })
+            .unwrap();
+            let mut t = 0;
+            let steps = run_frames(&mut agg, (0..60).map(|_| frame(0.0, 0.0)), &mut |d| {
+                t += 1;
+                draws(&q(t), if d == Draw::Full { 40 } else { passes })
+            });
+            let pred = steps.last().unwrap().moments.prediction();
+            let v = pred.measure(segnet_bayes::mc::Measure::Variance);
+            v.mean(Kind::Float).double_value(&[]) / true_variance
+        };
+        let (one, two) = (variance_after(1), variance_after(2));
+        assert!(
+            (0.85..1.15).contains(&two),
+            "within-frame variance ratio {two}"
+        );
+        assert!(
+            one > 1.5,
+            "one pass a frame counts the change as variance: {one}"
+        );
     }
 
     #[test]

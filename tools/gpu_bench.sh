@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# GPU throughput and half-precision accuracy for issue 9, prepared for a GPU session and NOT
+# run yet: the session that wrote it had no GPU. Run from the repository root on a machine with
+# torch 2.11 (CUDA) in its python3 and a segnet-bayes binary built against the same libtorch:
+#
+#   bash tools/gpu_bench.sh BIN DATA OUT
+#
+# BIN: the segnet-bayes binary; DATA: a CamVid folder with val/ and valannot/; OUT: results
+# folder (bench.txt, eval-*/report.json, summary.txt). About 6 minutes on an H100.
+#
+# 1. Timing, full-width SegNet at 360x480, T=40 (the issue's goal: under 25 ms per image; 46 ms
+#    measured in fp32 with one image at a time): the sampler in fp32, bf16 and fp16, one image
+#    and 4 images per batch (--chunk counts (image, sample) rows per network call), and the
+#    PyTorch peer in fp32 and with bf16 autocast and channels-last, in the same call.
+# 2. Accuracy of half precision on CamVid val with the shipped model (fixed T=40, seed 1): mIoU
+#    and ECE per precision, and the share of pixels whose class differs from fp32's. Half
+#    precision becomes the GPU default only if this costs nothing measurable.
+# DEVICE=cpu SMOKE=1 runs every step briefly on a CPU (bf16 only) to check the script.
+set -euo pipefail
+bin=$1 data=$2 out=$3
+py=${PYTHON:-python3}
+dev=${DEVICE:-cuda}
+mkdir -p "$out"
+bench=(--arch segnet --net-width 1.0 --height 360 --width 480 --samples 40 --runs 5)
+precisions=(fp32 bf16 fp16)
+limit=0
+if [[ -n ${SMOKE:-} ]]; then
+  bench=(--arch segnet --net-width 0.25 --height 64 --width 64 --samples 4 --runs 1)
+  precisions=(fp32 bf16)
+  limit=2
+fi
+if [[ $dev == cuda ]]; then
+  torchlib=$("$py" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
+  export LD_LIBRARY_PATH=$torchlib:${LD_LIBRARY_PATH:-}
+  nvidia-smi -L | head -1 | tee "$out/bench.txt"
+fi
+
+echo "== timing" | tee -a "$out/bench.txt"
+for p in "${precisions[@]}"; do
+  "$bin" bench "${bench[@]}" --modes prefix --precision "$p" --images 1 --chunk 40 \
+    --device "$dev" 2>&1 | tee -a "$out/bench.txt"
+  "$bin" bench "${bench[@]}" --modes prefix --precision "$p" --images 4 --chunk 80 \
+    --device "$dev" 2>&1 | tee -a "$out/bench.txt"
+done
+if [[ $dev == cuda && -f ../shared/bench/peer_segnet.py ]]; then
+  for flag in "" --bf16; do
+    "$py" tools/bench/peer_gpu.py ../shared/bench/peer_segnet.py $flag 2>&1 | tee -a "$out/bench.txt"
+  done
+fi
+
+echo "== accuracy on val (shipped model, T=40 fixed, seed 1)" | tee -a "$out/bench.txt"
+for p in "${precisions[@]}"; do
+  "$bin" eval --model assets/segnet-camvid.safetensors --data "$data" --split val \
+    --samples 40 --no-adaptive --seed 1 --precision "$p" --limit "$limit" --device "$dev" \
+    --out "$out/eval-$p" >"$out/eval-$p.log" 2>&1
+  img=$(ls "$data"/val/* | head -1)
+  "$bin" infer "$img" --samples 40 --no-adaptive --seed 1 --precision "$p" --device "$dev" \
+    --uncertainty variance --out "$out/infer-$p" >>"$out/eval-$p.log" 2>&1
+done
+"$py" - "$out" "${precisions[@]}" <<'PY' | tee "$out/summary.txt"
+import glob, json, sys
+import numpy as np
+from PIL import Image
+out, precisions = sys.argv[1], sys.argv[2:]
+cls = lambda p: np.array(Image.open(glob.glob(f"{out}/infer-{p}/*_classes.png")[0]))
+print("| precision | mIoU | ECE | mean variance (one frame) | pixels whose class differs from fp32 (one frame) |")
+print("|---|---|---|---|---|")
+for p in precisions:
+    r = json.load(open(f"{out}/eval-{p}/report.json"))["mc_dropout"]
+    v = json.load(open(glob.glob(f"{out}/infer-{p}/*.json")[0]))["mean_variance"]
+    differ = 100 * (cls(p) != cls("fp32")).mean()
+    print(f"| {p} | {100 * r['mean_iou']:.2f} | {100 * r['ece']:.2f} | {v:.6f} | {differ:.3f}% |")
+PY
