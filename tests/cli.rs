@@ -368,6 +368,11 @@ fn train_then_eval_on_a_tiny_synthetic_dataset() {
         .success();
     let report = json(&d.path("eval/report.json"));
     assert_eq!(report["images"], 4);
+    // Adaptive stopping by default, and the report says how many samples the images took
+    // (all 3: the first check comes after two steps of 4).
+    assert_eq!(report["adaptive"], true);
+    let used = &report["samples_used"];
+    assert_eq!((used["min"].as_u64(), used["max"].as_u64()), (Some(3), Some(3)));
     for f in "report.md reliability.png accuracy_vs_kept.png per_class_iou.png".split(' ') {
         assert!(d.path("eval").join(f).is_file(), "missing {f}");
     }

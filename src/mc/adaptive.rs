@@ -32,8 +32,8 @@ impl Default for Settle {
     fn default() -> Settle {
         Settle {
             step: 4,
-            class_tolerance: 0.01,
-            uncertainty_tolerance: 0.05,
+            class_tolerance: 0.02,
+            uncertainty_tolerance: 0.1,
         }
     }
 }

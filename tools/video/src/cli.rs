@@ -90,11 +90,11 @@ pub(crate) struct TemporalArgs {
     /// after a scene cut or a gap, gets a full per-frame estimate instead.
     #[arg(long, default_value_t = 1)]
     pub(crate) passes: usize,
-    /// Temporal aggregation: weight of one new pass where the flow explains the frame (the
-    /// running moments then average over about (2 - a) / a passes).
-    #[arg(long, default_value_t = 0.1)]
+    /// Temporal aggregation: weight of a frame's new passes where the flow explains the frame
+    /// (the running moments then average over about (2 - a) / a frames).
+    #[arg(long, default_value_t = 0.3)]
     pub(crate) temporal_alpha: f64,
-    /// Temporal aggregation: weight of one new pass where the flow does not explain the frame.
+    /// Temporal aggregation: weight of a frame's new passes where the flow does not explain it.
     #[arg(long, default_value_t = 0.5)]
     pub(crate) temporal_alpha_max: f64,
     /// Temporal aggregation: grey-level error of the warped previous frame (0-1, averaged over

@@ -46,9 +46,9 @@ impl Flow {
 pub(crate) struct Options {
     /// Stochastic passes per frame (k).
     pub(crate) passes: usize,
-    /// Weight of one new pass where the warp is reliable.
+    /// Weight of a frame's new passes where the warp is reliable.
     pub(crate) alpha: f64,
-    /// Weight of one new pass where the warp is not reliable at all.
+    /// Weight of a frame's new passes where the warp is not reliable at all.
     pub(crate) alpha_max: f64,
     /// Regional photometric error (grey levels in [0, 1]) up to which the warp counts as
     /// reliable; `a` rises linearly from `alpha` to `alpha_max` between the two.
@@ -196,10 +196,7 @@ impl Aggregator {
         let s = self.state.as_mut().expect("a state to blend into");
         let o = &self.opts;
         let ramp = ((error - o.error_low) / (o.error_high - o.error_low).max(1e-9)).clamp(0.0, 1.0);
-        let per_pass = ramp * (o.alpha_max - o.alpha) + o.alpha;
-        // k passes weigh what k single-pass frames would: 1 - (1 - a)^k.
-        let keep = (per_pass.neg() + 1.0).pow_tensor_scalar(m.samples as f64);
-        let a = keep.neg() + 1.0;
+        let a = ramp * (o.alpha_max - o.alpha) + o.alpha;
         let blended = tch::no_grad(|| {
             let warped = warp(&s.moments, grid);
             &warped + (stack(&m) - &warped) * &a
