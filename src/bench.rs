@@ -35,7 +35,9 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Runs `mode` over the images `x` (`[B, 3, H, W]`; loop and batch take the first).
 fn run_mode(net: &SegNet, x: &Tensor, mode: BenchMode, samples: usize, chunk: usize) {
+    let (xs, x) = (x, &x.get(0));
     tch::no_grad(|| match mode {
         BenchMode::Loop => {
             let mut acc = Accumulator::new();
@@ -56,8 +58,9 @@ fn run_mode(net: &SegNet, x: &Tensor, mode: BenchMode, samples: usize, chunk: us
                 samples,
                 chunk,
                 seed: None,
+                adaptive: None,
             };
-            let _ = mc::sample(net, x, &opts).expect("valid options");
+            let _ = mc::sample_batch(net, xs, &opts).expect("valid options");
         }
     });
     if let tch::Device::Cuda(i) = x.device() {
@@ -69,11 +72,13 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     ensure!(args.samples >= 1, "--samples must be at least 1");
     ensure!(args.chunk >= 1, "--chunk must be at least 1");
     ensure!(args.runs >= 1, "--runs must be at least 1");
+    ensure!(args.images >= 1, "--images must be at least 1");
     ensure!(
         args.height >= 32 && args.width >= 32,
         "--height and --width must be at least 32"
     );
     let device = args.device.init()?;
+    crate::batch::check_precision(args.precision, device)?;
     let cfg = ModelConfig {
         arch: args.arch,
         width: args.net_width,
@@ -84,15 +89,18 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     let vs = nn::VarStore::new(device);
     let mut plain = SegNet::new(&vs.root(), &cfg);
     let (total, prefix) = plain.flops(&vs, args.height, args.width);
-    let x = Tensor::randn([3, args.height, args.width], (Kind::Float, device));
+    let images = args.images as i64;
+    let x = Tensor::randn([images, 3, args.height, args.width], (Kind::Float, device));
     println!(
-        "segnet-bayes {:?} width {} {}x{} T={} chunk={} device={:?} threads={}: {:.1} GFLOP per pass, prefix {:.0}%",
+        "segnet-bayes {:?} width {} {}x{} T={} chunk={} images={} precision={:?} device={:?} threads={}: {:.1} GFLOP per pass, prefix {:.0}%",
         args.arch,
         args.net_width,
         args.height,
         args.width,
         args.samples,
         args.chunk,
+        args.images,
+        args.precision,
         device,
         tch::get_num_threads(),
         total / 1e9,
@@ -101,6 +109,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     for &mode in &args.modes {
         if mode == BenchMode::Prefix {
             plain.fold_batchnorm();
+            plain.set_precision(args.precision);
         }
         let net = &plain;
         run_mode(net, &x, mode, 2.min(args.samples), args.chunk); // warm-up
@@ -112,7 +121,13 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
             times.push(start.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        // Per image: the prefix mode runs the whole batch of images, the others one.
+        let per = if mode == BenchMode::Prefix {
+            args.images as f64
+        } else {
+            1.0
+        };
+        let median = times[times.len() / 2] / per;
         let t = args.samples as f64;
         let work = match mode {
             BenchMode::Prefix if net.is_stochastic() => prefix + t * (total - prefix),
@@ -125,7 +140,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
             "  {:<6} median {:>8.0} ms per image (min {:.0}), {:>6.1} ms per sample, {:.1} GFLOP/s run, {:.1} GFLOP/s equivalent, peak RSS {}",
             format!("{mode:?}").to_lowercase(),
             median * 1e3,
-            times[0] * 1e3,
+            times[0] * 1e3 / per,
             median * 1e3 / t,
             work / median / 1e9,
             t * total / median / 1e9,

@@ -9,7 +9,8 @@ use tch::Device;
 use crate::config::Arch;
 use crate::infer::PredictorOptions;
 use crate::items::{self, Expand, Item};
-use crate::mc::{McOptions, Measure};
+use crate::mc::{McOptions, Measure, Settle};
+use crate::model::Precision;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,9 +61,24 @@ pub struct SamplingArgs {
     /// Model weights (.safetensors written by segnet-bayes). Default: the model shipped in assets/.
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// Monte Carlo dropout samples per image (T; default 40).
+    /// Monte Carlo dropout samples per image (T; default 40): the most, while adaptive stopping
+    /// is on (the default), exactly this many with --no-adaptive.
     #[arg(long)]
     pub(crate) samples: Option<usize>,
+    /// Run exactly --samples samples instead of stopping once the estimate has settled.
+    #[arg(long)]
+    pub(crate) no_adaptive: bool,
+    /// Adaptive stopping: samples between two checks of whether the estimate has settled (a
+    /// run takes at least twice this many).
+    #[arg(long, default_value_t = Settle::default().step)]
+    pub(crate) settle_step: usize,
+    /// Adaptive stopping: settled when at most this share of pixels changed class over the
+    /// last --settle-step samples...
+    #[arg(long, default_value_t = Settle::default().class_tolerance)]
+    pub(crate) settle_classes: f64,
+    /// ...and the mean softmax variance changed by at most this fraction of itself.
+    #[arg(long, default_value_t = Settle::default().uncertainty_tolerance)]
+    pub(crate) settle_uncertainty: f64,
     /// Samples run through the network together (default: 2 on a CPU, where bigger batches
     /// only cost memory; 40 on a GPU, where one big batch is fastest).
     #[arg(long)]
@@ -70,6 +86,10 @@ pub struct SamplingArgs {
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+    /// What the convolutions run in: half precision (bf16, fp16) is for a GPU's tensor cores;
+    /// the statistics stay in fp32. bf16 also runs on a CPU, slowly.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub(crate) precision: Precision,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -92,8 +112,14 @@ impl SamplingArgs {
                 samples: self.samples.unwrap_or(40),
                 chunk: self.chunk.unwrap_or(if device.is_cuda() { 40 } else { 2 }),
                 seed: self.seed,
+                adaptive: (!self.no_adaptive).then_some(Settle {
+                    step: self.settle_step,
+                    class_tolerance: self.settle_classes,
+                    uncertainty_tolerance: self.settle_uncertainty,
+                }),
             },
             dropout,
+            precision: self.precision,
         })
     }
 }
@@ -285,6 +311,13 @@ pub struct BenchArgs {
     /// Timed runs per mode (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
+    /// Images per batch for the prefix mode (as segnet-video batches frames on a GPU); times
+    /// are per image, and --chunk counts (image, sample) rows per network call.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) images: usize,
+    /// What the prefix mode's convolutions run in.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub(crate) precision: Precision,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }

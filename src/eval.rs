@@ -73,6 +73,7 @@ pub(crate) fn validate(
                 samples,
                 chunk: samples.min(8),
                 seed: Some(seed),
+                adaptive: None,
             };
             for i in 0..images.size()[0] {
                 let p = mc::sample(net, &images.get(i), &opts)?;
@@ -163,19 +164,52 @@ impl BySequence {
     }
 }
 
+/// How many MC samples the images took (adaptive stopping ends each image on its own).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq)]
+pub struct SamplesUsed {
+    pub mean: f64,
+    pub min: usize,
+    pub max: usize,
+}
+
+impl SamplesUsed {
+    fn of(counts: &[usize]) -> SamplesUsed {
+        let total: usize = counts.iter().sum();
+        SamplesUsed {
+            mean: total as f64 / counts.len().max(1) as f64,
+            min: counts.iter().copied().min().unwrap_or(0),
+            max: counts.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub model: String,
     pub data: String,
     pub split: String,
     pub images: usize,
+    /// `--samples`: T, or the most per image with adaptive stopping.
     pub samples: usize,
+    pub adaptive: bool,
+    pub samples_used: SamplesUsed,
     pub seconds: f64,
     pub weight_averaging: Scores,
     pub mc_dropout: Scores,
     pub uncertainty: Vec<UncertaintyQuality>,
     /// The same accuracy per sequence (`--sequence-pattern`).
     pub per_sequence: Vec<SequenceScores>,
+}
+
+impl Report {
+    /// "MC dropout (T=40)", or with adaptive stopping the mean samples taken.
+    pub(crate) fn mc_name(&self) -> String {
+        if self.adaptive {
+            format!("MC dropout (adaptive, T={:.1})", self.samples_used.mean)
+        } else {
+            format!("MC dropout (T={})", self.samples)
+        }
+    }
 }
 
 /// Everything accumulated over a split, for one prediction mode.
@@ -254,6 +288,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let all = [Measure::Variance, Measure::Entropy, Measure::MutualInfo];
     let mut wa = Tally::new(k, &[Measure::Entropy]);
     let mut mcs = Tally::new(k, &all);
+    let mut used = Vec::with_capacity(pairs.len());
     let bar = progress::bar(Some(pairs.len() as u64), "eval");
     let start = Instant::now();
     let ahead = rayon::current_num_threads().max(2);
@@ -269,6 +304,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
             let p_wa = tch::no_grad(|| mc::weight_average(&predictor.net, &x).resize(h, w));
             wa.add(&p_wa, &gt, void);
             let p_mc = mc::sample(&predictor.net, &x, &predictor.opts)?;
+            used.push(p_mc.samples);
             let p_mc = tch::no_grad(|| p_mc.resize(h, w));
             mcs.add(&p_mc, &gt, void);
             by_sequence.add(&pair.image, &gt, &p_wa, &p_mc);
@@ -295,6 +331,8 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         split: args.split.join("+"),
         images: pairs.len(),
         samples: predictor.opts.samples,
+        adaptive: predictor.opts.adaptive.is_some(),
+        samples_used: SamplesUsed::of(&used),
         seconds: start.elapsed().as_secs_f64(),
         weight_averaging: wa.scores(&model.class_names),
         mc_dropout: mcs.scores(&model.class_names),
@@ -315,14 +353,23 @@ fn pct(v: f64) -> String {
 
 /// The report as a Markdown document.
 fn markdown(r: &Report) -> String {
+    let u = &r.samples_used;
+    let sampling = if r.adaptive {
+        format!(
+            "adaptive T up to {}: mean {:.1} samples (min {}, max {})",
+            r.samples, u.mean, u.min, u.max
+        )
+    } else {
+        format!("T = {}", r.samples)
+    };
     let mut s = format!(
-        "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with T = {}; {:.0} s.\n\n",
-        r.model, r.data, r.split, r.images, r.samples, r.seconds
+        "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with {sampling}; {:.0} s.\n\n",
+        r.model, r.data, r.split, r.images, r.seconds
     );
     s += "| prediction | global acc | class avg acc | mIoU | ECE |\n|---|---|---|---|---|\n";
     for (name, sc) in [
         ("weight averaging", &r.weight_averaging),
-        (&*format!("MC dropout (T={})", r.samples), &r.mc_dropout),
+        (&*r.mc_name(), &r.mc_dropout),
     ] {
         s += &format!(
             "| {name} | {} | {} | {} | {} |\n",

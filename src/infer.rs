@@ -22,7 +22,7 @@ use crate::image_io;
 use crate::items::{self, Expand, Item};
 use crate::ledger::{Entry, Ledger};
 use crate::mc::{self, McOptions, Measure, Prediction};
-use crate::model::{checkpoint, SegNet};
+use crate::model::{checkpoint, Precision, SegNet};
 use crate::render::{self, Scale};
 
 /// The trained model shipped with the project, used when `--model` is not given.
@@ -49,6 +49,8 @@ pub struct PredictorOptions {
     pub mc: McOptions,
     /// MC dropout sampling; false: weight averaging (one pass, dropout off).
     pub dropout: bool,
+    /// What the convolutions run in.
+    pub precision: Precision,
 }
 
 /// A loaded network, ready to predict.
@@ -80,8 +82,10 @@ impl Predictor {
                 )
             })?,
         };
+        crate::batch::check_precision(options.precision, options.device)?;
         let (_, mut net, _) = checkpoint::load_model(&path, options.device)?;
         net.fold_batchnorm();
+        net.set_precision(options.precision);
         Ok(Predictor {
             net,
             path,
@@ -94,6 +98,11 @@ impl Predictor {
 
     pub fn config(&self) -> &ModelConfig {
         self.net.config()
+    }
+
+    /// Where the network runs.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Network input for an image: resized to the model's input size, normalised, on device.
@@ -150,7 +159,7 @@ impl Predictor {
     }
 }
 
-fn to_cpu(p: Prediction) -> Prediction {
+pub(crate) fn to_cpu(p: Prediction) -> Prediction {
     Prediction {
         probs: p.probs.to_device(Device::Cpu),
         variance: p.variance.to_device(Device::Cpu),
@@ -184,7 +193,9 @@ struct Summary {
     model: String,
     width: u32,
     height: u32,
+    /// Samples taken: T, or where adaptive stopping found the estimate settled.
     samples: usize,
+    adaptive: bool,
     dropout: bool,
     mean_variance: f64,
     mean_entropy: f64,
@@ -430,6 +441,7 @@ fn infer_one(
         width: img.width(),
         height: img.height(),
         samples: pred.samples,
+        adaptive: predictor.dropout && predictor.opts.adaptive.is_some(),
         dropout: predictor.dropout,
         mean_variance: pred.mean(Measure::Variance),
         mean_entropy: pred.mean(Measure::Entropy),

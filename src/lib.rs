@@ -8,6 +8,7 @@
 //! task's share, `ledger` keeps the run's records, `merge` joins them.
 
 pub mod atomic;
+mod batch;
 mod bench;
 pub mod cli;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod render;
 mod resume;
 mod rng;
 pub mod shard;
+mod stream;
 mod train;
 mod trainset;
 mod upsample;

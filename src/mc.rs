@@ -7,6 +7,8 @@
 //! memory does not grow with T: there is never a stack of T probability maps. Each sample's
 //! dropout masks depend only on the seed and the sample's index, so the chunk size does not
 //! change the samples, and the first n of T samples are the samples of a run with T = n.
+//! With adaptive stopping (`adaptive`, the CLI's default) a run ends once its estimate has
+//! settled, so it is the run with T = n for the n it took.
 //!
 //! Outputs per pixel: mean softmax, its argmax, the softmax variance across samples averaged over
 //! classes (Bayesian SegNet's uncertainty map; population variance, divided by T), predictive
@@ -19,16 +21,25 @@ use crate::model::{Mode, SegNet};
 use crate::rng::mix_seed;
 use crate::upsample;
 
+mod adaptive;
+mod batch;
+mod moments;
+pub use adaptive::Settle;
+pub(crate) use batch::sample_batch;
+pub use moments::Moments;
+
 /// How to sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct McOptions {
-    /// T, the number of stochastic passes.
+    /// T, the number of stochastic passes (the most, with adaptive stopping).
     pub samples: usize,
     /// Samples run through the network together.
     pub chunk: usize,
     /// Seed of the dropout masks, the same for every image: identical inputs give identical
     /// outputs. `None`: a fresh random seed per image.
     pub seed: Option<u64>,
+    /// Stop once the estimate has settled (adaptive T); `None`: exactly `samples` passes.
+    pub adaptive: Option<Settle>,
 }
 
 impl McOptions {
@@ -38,7 +49,7 @@ impl McOptions {
             "--samples must be at least 1 (use 1 with --no-dropout for weight averaging)"
         );
         ensure!(self.chunk >= 1, "--chunk must be at least 1");
-        Ok(())
+        self.adaptive.as_ref().map_or(Ok(()), Settle::validate)
     }
 }
 
@@ -110,6 +121,11 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// Network passes behind these statistics.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
     /// `[H, W]` uint8 argmax class.
     pub(crate) fn class_map(&self) -> Tensor {
         self.over_classes(|p| p.argmax(0, false).to_kind(Kind::Uint8))
@@ -265,15 +281,27 @@ impl Accumulator {
     }
 }
 
-/// T Monte Carlo dropout samples of one image.
+/// T Monte Carlo dropout samples of one image (or fewer, once settled, with adaptive stopping).
 ///
 /// # Shapes
 /// `image: [3, H, W]` normalised, on the network's device; the prediction has the same H, W.
 pub(crate) fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Prediction> {
+    Ok(accumulate(net, image, opts)?.finish())
+}
+
+/// The moments of the samples [`sample`] takes, for blending with other frames'.
+///
+/// # Shapes
+/// `image: [3, H, W]` normalised, on the network's device; the moments have the same H, W.
+pub(crate) fn sample_moments(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Moments> {
+    Ok(accumulate(net, image, opts)?.moments())
+}
+
+fn accumulate(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Accumulator> {
     opts.validate()?;
     if !net.is_stochastic() {
         // Nothing random to sample: T identical passes are one pass.
-        return Ok(weight_average(net, image));
+        return Ok(weight_average_pass(net, image));
     }
     // Sample i's dropout masks come from (base, i) alone: chunking cannot change them, and
     // the first n samples of a longer run are the same n samples.
@@ -281,16 +309,20 @@ pub(crate) fn sample(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<P
     let seeds: Vec<u64> = (0..opts.samples as u64)
         .map(|i| mix_seed(base, i))
         .collect();
-    let pred = tch::no_grad(|| {
+    let acc = tch::no_grad(|| {
         let prefix = net.prefix(&image.unsqueeze(0), false);
         let mut acc = Accumulator::new();
+        if let Some(settle) = &opts.adaptive {
+            adaptive::run(net, &prefix, &seeds, opts.chunk, settle, &mut acc);
+            return acc;
+        }
         for chunk in seeds.chunks(opts.chunk) {
             let logits = net.suffix(&prefix.for_samples(chunk), Mode::MC);
             acc.add(&logits.softmax(1, Kind::Float));
         }
-        acc.finish()
+        acc
     });
-    Ok(pred)
+    Ok(acc)
 }
 
 /// A seed drawn from libtorch's generator, which libtorch seeds randomly at start-up.
@@ -301,11 +333,15 @@ fn fresh_seed() -> u64 {
 
 /// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
 pub(crate) fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
+    weight_average_pass(net, image).finish()
+}
+
+fn weight_average_pass(net: &SegNet, image: &Tensor) -> Accumulator {
     tch::no_grad(|| {
         let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
         let mut acc = Accumulator::new();
         acc.add(&logits.softmax(1, Kind::Float));
-        acc.finish()
+        acc
     })
 }
 
@@ -342,6 +378,7 @@ mod tests {
             samples,
             chunk,
             seed,
+            adaptive: None,
         }
     }
 
@@ -458,6 +495,53 @@ mod tests {
             [32, 40],
             "unresized reads the network's size"
         );
+    }
+
+    fn adaptive(samples: usize, chunk: usize, classes: f64, uncertainty: f64) -> McOptions {
+        McOptions {
+            adaptive: Some(Settle {
+                step: 2,
+                class_tolerance: classes,
+                uncertainty_tolerance: uncertainty,
+            }),
+            ..opts(samples, chunk, Some(5))
+        }
+    }
+
+    #[test]
+    fn an_adaptive_run_that_stopped_after_n_samples_is_the_fixed_run_of_n() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let early = sample(&n, &x, &adaptive(40, 2, 0.5, 0.5)).unwrap();
+        assert!(early.samples < 40, "stopped early: {}", early.samples);
+        assert!(early.samples >= 4, "at least two steps: {}", early.samples);
+        let fixed = sample(&n, &x, &opts(early.samples, 3, Some(5))).unwrap();
+        assert_eq!(fixed.samples, early.samples);
+        assert!(early.probs.equal(&fixed.probs));
+        for m in Measure::ALL {
+            assert!(early.measure(m).equal(&fixed.measure(m)), "{m}");
+        }
+    }
+
+    #[test]
+    fn adaptive_stopping_with_zero_tolerance_runs_every_sample() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let all = sample(&n, &x, &adaptive(9, 4, 0.0, 0.0)).unwrap();
+        assert_eq!(all.samples, 9);
+        let fixed = sample(&n, &x, &opts(9, 2, Some(5))).unwrap();
+        assert!(all.probs.equal(&fixed.probs));
+    }
+
+    #[test]
+    fn settle_options_are_checked() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 32);
+        let mut o = adaptive(4, 2, 0.01, 0.05);
+        o.adaptive.as_mut().unwrap().step = 0;
+        let e = sample(&n, &x, &o).unwrap_err().to_string();
+        assert!(e.contains("--settle-step"), "{e}");
+        let e = sample(&n, &x, &adaptive(4, 2, f64::NAN, 0.05))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--settle-classes"), "{e}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ type BarGroup = (String, [u8; 3], Vec<Option<f64>>);
 /// Writes `reliability.png`, `accuracy_vs_kept.png` and `per_class_iou.png` into `out`.
 pub(crate) fn write_eval_plots(out: &Path, r: &Report) -> Result<()> {
     let (wa, mc) = (&r.weight_averaging, &r.mc_dropout);
-    let mc_name = format!("MC dropout (T={})", r.samples);
+    let mc_name = r.mc_name();
 
     let bins = |rel: &[(f64, f64, u64)]| -> Vec<(f64, f64)> {
         rel.iter()
@@ -372,7 +372,7 @@ fn draw_bars(chart: &mut Chart, n: usize, groups: &[BarGroup]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::{Scores, UncertaintyQuality};
+    use crate::eval::{SamplesUsed, Scores, UncertaintyQuality};
 
     fn count(img: &RgbImage, c: [u8; 3]) -> usize {
         img.pixels().filter(|p| p.0 == c).count()
@@ -583,6 +583,12 @@ mod tests {
             split: "test".into(),
             images: 3,
             samples: 50,
+            adaptive: false,
+            samples_used: SamplesUsed {
+                mean: 50.0,
+                min: 50,
+                max: 50,
+            },
             seconds: 1.5,
             weight_averaging: scores(0.0),
             mc_dropout: scores(0.03),

@@ -237,6 +237,41 @@ fn infer_writes_class_map_overlay_heatmaps_and_summary() {
 }
 
 #[test]
+fn adaptive_infer_that_stopped_after_n_samples_writes_what_a_fixed_run_of_n_writes() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "segnet");
+    road_scene(64, 48, 3).0.save(d.path("scene.png")).unwrap();
+    let run = |flags: &str, out: &str| {
+        d.segnet(&format!(
+            "infer scene.png --model {model} --seed 7 --out {out} {flags}"
+        ))
+        .assert()
+        .success();
+        json(&d.path(&format!("{out}/scene.json")))
+    };
+    let adaptive = run(
+        "--samples 40 --settle-step 2 --settle-classes 0.5 --settle-uncertainty 0.5",
+        "a",
+    );
+    let n = adaptive["samples"].as_u64().unwrap();
+    assert!((4..40).contains(&n), "stopped after {n}");
+    assert_eq!(adaptive["adaptive"], true);
+    let fixed = run(&format!("--samples {n} --no-adaptive"), "f");
+    assert_eq!(fixed["samples"], n);
+    assert_eq!(fixed["adaptive"], false);
+    for f in ["classes", "variance", "entropy", "mutual-info"] {
+        let read = |dir: &str| std::fs::read(d.path(&format!("{dir}/scene_{f}.png"))).unwrap();
+        assert!(read("a") == read("f"), "{f} differs");
+    }
+    // Without adaptive stopping, exactly --samples, even where the estimate settles early.
+    let all = run(
+        "--samples 9 --no-adaptive --settle-classes 1 --settle-uncertainty 1",
+        "n",
+    );
+    assert_eq!(all["samples"], 9);
+}
+
+#[test]
 fn infer_accepts_grey_rgba_16_bit_and_jpeg() {
     let d = Scratch::new();
     let model = tiny_model(&d, "basic");
@@ -289,6 +324,8 @@ fn bad_inputs_end_in_one_line_errors() {
         ("notes.png", "notes.png"),
         ("small.png", "32x32"),
         ("good.png --samples 0", "--samples"),
+        ("good.png --settle-step 0", "--settle-step"),
+        ("good.png --settle-uncertainty nan", "--settle-uncertainty"),
         ("good.png --device tpu", "--device"),
         ("good.png --out blocker/sub", "output folder"),
     ];
@@ -386,6 +423,14 @@ fn train_then_eval_on_a_tiny_synthetic_dataset() {
         .success();
     let report = json(&d.path("eval/report.json"));
     assert_eq!(report["images"], 4);
+    // Adaptive stopping by default, and the report says how many samples the images took
+    // (all 3: the first check comes after two steps of 4).
+    assert_eq!(report["adaptive"], true);
+    let used = &report["samples_used"];
+    assert_eq!(
+        (used["min"].as_u64(), used["max"].as_u64()),
+        (Some(3), Some(3))
+    );
     for f in "report.md reliability.png accuracy_vs_kept.png per_class_iou.png".split(' ') {
         assert!(d.path("eval").join(f).is_file(), "missing {f}");
     }

@@ -4,8 +4,11 @@
 #
 #   bash tools/gpu_session.sh BIN DATA OUT MINUTES
 #
-# 1. GPU timing, on the idle GPU: `bench` for full-width SegNet at 360x480, T=40, and the
-#    PyTorch peer (.dev/peer_segnet.py, a copy of ../shared/bench/peer_segnet.py) timed the same way.
+# 1. GPU timing, on the idle GPU (tools/gpu_bench.sh, STEPS=timing): `bench` for full-width
+#    SegNet at 360x480, T=40, in fp32, bf16 and fp16, one and four images a batch, and the
+#    PyTorch peer (.dev/peer_segnet.py, a copy of ../shared/bench/peer_segnet.py) in fp32 and
+#    bf16 autocast. Then, beside the ablation's trainings, half precision's accuracy on val
+#    (tools/gpu_bench.sh, STEPS=accuracy: the shipped model, T=40, per precision).
 # 2. Training: the recipe ablation, tools/ablation.sh over configs/ablation.txt: the next
 #    PARALLEL (default 6) runs not done in STATE (default .dev/ablation), side by side, each for
 #    MINUTES on top of configs/camvid-lean.yaml, validated on its held-out sequence, then scored
@@ -26,8 +29,6 @@ py=${PYTHON:-python3}
 out=/tmp/gpu-session
 rm -rf "$out"
 dev=${DEVICE:-cuda}
-bench=(--samples 40 --runs 5)
-if [[ -n ${SMOKE:-} ]]; then bench=(--height 64 --width 64 --samples 2 --runs 1); fi
 mkdir -p "$out"
 torchlib=$("$py" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 export LD_LIBRARY_PATH=$torchlib:${LD_LIBRARY_PATH:-}
@@ -39,16 +40,18 @@ if ! "$bin" --version >>"$out/session.log" 2>&1; then
 fi
 
 log "GPU timing (full-width SegNet 360x480, T=40)"
-"$bin" bench --device "$dev" --chunk 8 "${bench[@]}" >>"$out/bench.txt" 2>&1
-"$bin" bench --device "$dev" --chunk 40 --modes prefix "${bench[@]}" >>"$out/bench.txt" 2>&1
-if [[ $dev == cuda && -f .dev/peer_segnet.py ]]; then
-  "$py" tools/bench/peer_gpu.py .dev/peer_segnet.py >>"$out/bench.txt" 2>&1
-fi
-cat "$out/bench.txt"
+STEPS=timing bash tools/gpu_bench.sh "$bin" "$data" "$out/gpu" >>"$out/session.log" 2>&1
+cat "$out/gpu/bench.txt"
+
+log "half precision on val, in the background"
+STEPS=accuracy bash tools/gpu_bench.sh "$bin" "$data" "$out/gpu" >"$out/gpu/accuracy.log" 2>&1 &
+accuracy=$!
 
 log "training: the recipe ablation, $minutes min per run"
 bash tools/ablation.sh "$bin" "$data" "${STATE:-.dev/ablation}" "$out/ablation" "$minutes" 2>&1 |
   tee -a "$out/session.log"
+wait "$accuracy"
+cat "$out/gpu/summary.txt" "$out/gpu/accuracy.log" 2>/dev/null | tee -a "$out/session.log"
 
 m=$(ls "$out"/ablation/runs/*/model.safetensors 2>/dev/null | head -1)
 if [[ -n $m ]]; then

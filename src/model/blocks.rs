@@ -2,7 +2,7 @@
 //! unpool with recorded indices.
 
 use tch::nn::{self, ModuleT};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The same values with channels-last strides (NHWC in memory, NCHW in shape): libtorch's CPU
 /// convolutions (oneDNN) run about 20% faster so, and their outputs keep the layout.
@@ -70,6 +70,12 @@ impl ConvBn {
         let b = (bias - &self.bn.running_mean) * &scale + beta;
         self.folded = Some((channels_last(&w.detach()), b.detach()));
     }
+
+    /// The folded weights in `kind` (inference in half precision). Panics when not folded.
+    pub(crate) fn cast(&mut self, kind: Kind) {
+        let (w, b) = self.folded.as_ref().expect("fold before casting");
+        self.folded = Some((w.to_kind(kind), b.to_kind(kind)));
+    }
 }
 
 /// Where a pool happened: the argmax indices and the size before pooling, so the decoder
@@ -91,6 +97,24 @@ impl Switches {
             // Unpooling reads expanded (stride-0) indices fine: no copy per sample.
             indices: self.indices.expand(&shape, false),
             size: self.size,
+        }
+    }
+
+    /// The switches of image `i` of a batch, as a batch of 1.
+    pub(crate) fn narrow(&self, i: i64) -> Switches {
+        Switches {
+            indices: self.indices.narrow(0, i, 1),
+            size: self.size,
+        }
+    }
+
+    /// Several batches' switches as one (the same pooled size).
+    pub(crate) fn cat<'a>(parts: impl Iterator<Item = &'a Switches>) -> Switches {
+        let parts: Vec<&Switches> = parts.collect();
+        let indices: Vec<&Tensor> = parts.iter().map(|s| &s.indices).collect();
+        Switches {
+            indices: Tensor::cat(&indices, 0),
+            size: parts[0].size,
         }
     }
 }
@@ -126,6 +150,10 @@ impl Encoder {
     pub(crate) fn fold(&mut self) {
         self.convs.iter_mut().for_each(ConvBn::fold);
     }
+
+    pub(crate) fn cast(&mut self, kind: Kind) {
+        self.convs.iter_mut().for_each(|c| c.cast(kind));
+    }
 }
 
 /// A decoder stage: unpool with the mirrored encoder's switches, then convs.
@@ -154,5 +182,8 @@ impl Decoder {
 
     pub(crate) fn fold(&mut self) {
         self.convs.iter_mut().for_each(ConvBn::fold);
+    }
+    pub(crate) fn cast(&mut self, kind: Kind) {
+        self.convs.iter_mut().for_each(|c| c.cast(kind));
     }
 }

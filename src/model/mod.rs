@@ -5,5 +5,5 @@ pub mod checkpoint;
 pub(crate) mod init;
 mod segnet;
 
-pub(crate) use segnet::Mode;
-pub use segnet::SegNet;
+pub(crate) use segnet::{Mode, Prefix};
+pub use segnet::{Precision, SegNet};

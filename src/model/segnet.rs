@@ -43,6 +43,28 @@ impl Mode {
     };
 }
 
+/// The floating-point type the convolutions run in. Half precision is for GPUs' tensor cores;
+/// the sampler's statistics stay in fp32 whatever the network runs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bfloat16: fp32's range, 8 bits of mantissa (CUDA; also runs, slowly, on a CPU).
+    Bf16,
+    /// IEEE half (CUDA).
+    Fp16,
+}
+
+impl Precision {
+    pub(crate) fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+            Precision::Fp16 => tch::Kind::Half,
+        }
+    }
+}
+
 /// What the deterministic prefix hands to the stochastic suffix.
 #[derive(Debug)]
 pub(crate) struct Prefix {
@@ -72,6 +94,37 @@ impl Prefix {
             sample_seeds: Some(seeds.to_vec()),
         }
     }
+
+    /// Image `i` of a batch's prefix, as a batch of 1 (a view, no copy).
+    pub(crate) fn image(&self, i: i64) -> Prefix {
+        Prefix {
+            features: self.features.narrow(0, i, 1),
+            switches: self.switches.iter().map(|s| s.narrow(i)).collect(),
+            next_step: self.next_step,
+            sample_seeds: self.sample_seeds.clone(),
+        }
+    }
+
+    /// The samples of several prefixes as one batch, in order (copies unless there is one).
+    pub(crate) fn cat(mut parts: Vec<Prefix>) -> Prefix {
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
+        let features: Vec<&Tensor> = parts.iter().map(|p| &p.features).collect();
+        let switches = (0..parts[0].switches.len())
+            .map(|level| Switches::cat(parts.iter().map(|p| &p.switches[level])))
+            .collect();
+        let seeds = parts
+            .iter()
+            .map(|p| p.sample_seeds.clone())
+            .collect::<Option<Vec<Vec<u64>>>>();
+        Prefix {
+            features: Tensor::cat(&features, 0),
+            switches,
+            next_step: parts[0].next_step,
+            sample_seeds: seeds.map(|s| s.concat()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -83,6 +136,8 @@ pub struct SegNet {
     classifier: nn::Conv2D,
     /// Dropout after step s (encoders first, then decoders from the deepest).
     dropout_after: Vec<bool>,
+    /// What the convolutions run in (see [`SegNet::set_precision`]).
+    compute: tch::Kind,
 }
 
 /// Channels of one SegNet stage: `(in, out)` per conv.
@@ -179,6 +234,7 @@ impl SegNet {
             decoders,
             classifier,
             dropout_after,
+            compute: tch::Kind::Float,
         }
     }
 
@@ -232,7 +288,7 @@ impl SegNet {
     pub(crate) fn prefix(&self, xs: &Tensor, bn_train: bool) -> Prefix {
         let mut switches = vec![];
         let split = self.split();
-        let mut features = super::blocks::channels_last(xs);
+        let mut features = super::blocks::channels_last(&xs.to_kind(self.compute));
         for step in 0..split {
             features = self.run_step(step, features, &mut switches, bn_train);
         }
@@ -308,6 +364,20 @@ impl SegNet {
     pub(crate) fn fold_batchnorm(&mut self) {
         self.encoders.iter_mut().for_each(Encoder::fold);
         self.decoders.iter_mut().for_each(Decoder::fold);
+    }
+
+    /// Runs inference in `precision`: the folded weights and the classifier are cast once,
+    /// here, each input as it enters, and the logits come out in it. Call after
+    /// [`SegNet::fold_batchnorm`]; a network in half precision is for inference only.
+    pub(crate) fn set_precision(&mut self, precision: Precision) {
+        let kind = precision.kind();
+        self.encoders.iter_mut().for_each(|e| e.cast(kind));
+        self.decoders.iter_mut().for_each(|d| d.cast(kind));
+        tch::no_grad(|| {
+            self.classifier.ws = self.classifier.ws.to_kind(kind);
+            self.classifier.bs = self.classifier.bs.as_ref().map(|b| b.to_kind(kind));
+        });
+        self.compute = kind;
     }
 
     /// Multiply-adds x2 of one full pass at `[h, w]` (convolutions only), for GFLOP/s figures.

@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use anyhow::{ensure, Result};
+use clap::{Args, Parser, ValueEnum};
 use segnet_bayes::cli::{SamplingArgs, WorkArgs};
 use segnet_bayes::mc::Measure;
+
+use crate::temporal::Flow;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,7 +57,8 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 0)]
     pub(crate) max_frames: usize,
     /// Frames per batch handed between the decode, network, render and encode stages; Ctrl-C
-    /// stops after the frames in hand.
+    /// stops after the frames in hand. On a GPU, frames sampled on their own (--no-temporal)
+    /// also go through the network this many at a time.
     #[arg(long, default_value_t = 8)]
     pub(crate) batch: usize,
     /// Frame rate of the output for frame folders (default 10), or to override a video's own.
@@ -66,9 +70,83 @@ pub(crate) struct Cli {
     /// Weight averaging: one pass with dropout off instead of MC sampling.
     #[arg(long)]
     pub(crate) no_dropout: bool,
+    /// Sample every frame on its own (--samples per frame, adaptive unless --no-adaptive)
+    /// instead of aggregating a few passes per frame across frames.
+    #[arg(long)]
+    pub(crate) no_temporal: bool,
+    #[command(flatten)]
+    pub(crate) temporal: TemporalArgs,
+    /// Also write each computed frame's raw maps into maps/<frame>.npz (NumPy): class indices
+    /// (uint8), variance, entropy and mutual information (float16), at the input's size.
+    #[arg(long)]
+    pub(crate) maps: bool,
     /// Discard the progress of an earlier run in the output folder and start over.
     #[arg(long)]
     pub(crate) restart: bool,
+}
+
+/// Temporal aggregation (the default; see README): each frame gets --passes stochastic passes,
+/// blended into the moments carried over from the previous frame along the optical flow.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TemporalArgs {
+    /// Temporal aggregation: stochastic passes per frame (k). The first frame, and any frame
+    /// after a scene cut or a gap, gets a full per-frame estimate instead.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) passes: usize,
+    /// Temporal aggregation: weight of a frame's new passes where the flow explains the frame
+    /// (the running moments then average over about (2 - a) / a frames).
+    #[arg(long, default_value_t = 0.3)]
+    pub(crate) temporal_alpha: f64,
+    /// Temporal aggregation: weight of a frame's new passes where the flow does not explain it.
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) temporal_alpha_max: f64,
+    /// Temporal aggregation: grey-level error of the warped previous frame (0-1, averaged over
+    /// 5x5 pixels) up to which the flow counts as reliable...
+    #[arg(long, default_value_t = 0.04)]
+    pub(crate) warp_error_low: f64,
+    /// ...and from which it counts as not reliable at all.
+    #[arg(long, default_value_t = 0.15)]
+    pub(crate) warp_error_high: f64,
+    /// Temporal aggregation: mean warp error above which a frame starts a new scene.
+    #[arg(long, default_value_t = 0.08)]
+    pub(crate) scene_cut: f64,
+    /// Temporal aggregation: OpenCV DIS optical flow preset (faster or more accurate).
+    #[arg(long, value_enum, default_value_t = Flow::Fast)]
+    pub(crate) flow: Flow,
+}
+
+impl TemporalArgs {
+    pub(crate) fn options(&self) -> Result<crate::temporal::Options> {
+        ensure!(self.passes >= 1, "--passes must be at least 1");
+        let (a, b) = (self.temporal_alpha, self.temporal_alpha_max);
+        ensure!(
+            a > 0.0 && a <= 1.0,
+            "--temporal-alpha must be in (0, 1], got {a}"
+        );
+        ensure!(
+            (a..=1.0).contains(&b),
+            "--temporal-alpha-max must be in [--temporal-alpha, 1], got {b}"
+        );
+        let (lo, hi) = (self.warp_error_low, self.warp_error_high);
+        ensure!(
+            lo >= 0.0 && hi > lo,
+            "--warp-error-high ({hi}) must be above --warp-error-low ({lo}) >= 0"
+        );
+        ensure!(
+            self.scene_cut > 0.0,
+            "--scene-cut must be positive, got {}",
+            self.scene_cut
+        );
+        Ok(crate::temporal::Options {
+            passes: self.passes,
+            alpha: a,
+            alpha_max: b,
+            error_low: lo,
+            error_high: hi,
+            cut: self.scene_cut,
+            flow: self.flow,
+        })
+    }
 }
 
 /// Where the three panels go.

@@ -9,17 +9,21 @@
 mod cli;
 mod frame;
 mod lock;
+mod maps;
 mod pipeline;
 mod plot;
 mod run;
+mod sampler;
 mod source;
 mod state;
 mod stop;
 mod table;
+mod temporal;
 
 use clap::Parser;
 
 fn main() {
+    passive_openmp();
     segnet_bayes::fix_math_library_threads();
     quiet_opencv();
     let cli = cli::Cli::parse();
@@ -38,4 +42,24 @@ fn quiet_opencv() {
         std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8");
     }
     let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_SILENT);
+}
+
+/// libtorch's OpenMP threads spin while they wait for work, and here they wait while the
+/// decode, render and encode threads need the same cores: measured on the 2-core machine,
+/// spinning took 70% of the CPU time and a run went 4.7x slower. libgomp reads its wait policy
+/// once, when it loads, so the process starts itself again with `OMP_WAIT_POLICY=passive`
+/// (same process id, same arguments). A policy set by the user wins.
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // exec returns only when it failed; then run as started.
+    let _ = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "passive")
+        .exec();
 }

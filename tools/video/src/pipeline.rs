@@ -23,16 +23,17 @@ use indicatif::ProgressBar;
 use opencv::core::{Mat, Vec3b};
 use opencv::videoio::{VideoWriter, VideoWriterTrait};
 use rayon::prelude::*;
-use segnet_bayes::infer::Predictor;
-use segnet_bayes::mc::{Measure, Prediction};
+use segnet_bayes::mc::Measure;
 use segnet_bayes::render;
 use tch::Kind;
 
 use crate::frame::{self, Stats, Style};
+use crate::sampler::{Predicted, Sampler};
 use crate::source::{self, End, Frame, Selection, Source};
 use crate::state::Paths;
 use crate::stop;
 use crate::table::{self, Columns};
+use crate::temporal::Before;
 
 /// What the stages share.
 pub(crate) struct Job<'a> {
@@ -46,12 +47,14 @@ pub(crate) struct Job<'a> {
     pub(crate) classes: usize,
     /// Also write the overlay PNG of each frame (--frames).
     pub(crate) frame_pngs: bool,
+    /// Also write the raw maps of each frame (--maps).
+    pub(crate) maps: bool,
 }
 
 /// A frame on its way to the renderer.
 enum Work {
     /// Predicted by this run.
-    New(Frame, Prediction),
+    New(Frame, Predicted),
     /// Done by an earlier run: drawn from its record.
     Done(Frame),
 }
@@ -73,6 +76,10 @@ pub(crate) struct Report {
     pub(crate) written: usize,
     /// Frames this run computed.
     pub(crate) computed: usize,
+    /// Network passes over the computed frames.
+    pub(crate) samples: usize,
+    /// Computed frames at which the temporal state started afresh.
+    pub(crate) resets: usize,
     /// Time in the network, and waiting before and after it.
     busy: Duration,
     wait_frames: Duration,
@@ -99,6 +106,8 @@ struct Timing {
     interrupted: bool,
     decoded: usize,
     computed: usize,
+    samples: usize,
+    resets: usize,
     busy: Duration,
     wait_frames: Duration,
     wait_encoder: Duration,
@@ -108,7 +117,7 @@ struct Timing {
 /// every case; the caller decides what the ending means.
 pub(crate) fn run(
     ctx: &Job,
-    predictor: &Predictor,
+    sampler: &mut Sampler,
     done: &BTreeMap<usize, String>,
     writer: VideoWriter,
     csv: table::Writer,
@@ -133,7 +142,7 @@ pub(crate) fn run(
             .name("encode".into())
             .spawn_scoped(s, || encode_stage(ctx, writer, csv, drawn_rx, progress))
             .context("cannot start the encode thread")?;
-        let network = network_stage(predictor, frame_rx, work_tx, done, depth);
+        let network = network_stage(sampler, frame_rx, work_tx, done, depth);
         let end = joined("decode", decoder.join());
         let rendered = joined("render", renderer.join());
         let written = joined("encode", encoder.join());
@@ -149,6 +158,8 @@ pub(crate) fn run(
             decoded: timing.decoded,
             written,
             computed: timing.computed,
+            samples: timing.samples,
+            resets: timing.resets,
             busy: timing.busy,
             wait_frames: timing.wait_frames,
             wait_encoder: timing.wait_encoder,
@@ -160,9 +171,10 @@ fn joined<T>(name: &str, r: thread::Result<Result<T>>) -> Result<T> {
     r.map_err(|_| anyhow!("internal error: the {name} thread panicked"))?
 }
 
-/// The network: predicts frames as they arrive and hands them on in batches.
+/// The network: predicts frames as they arrive (`sampler.batch()` at a time) and hands them on
+/// in batches.
 fn network_stage(
-    predictor: &Predictor,
+    sampler: &mut Sampler,
     rx: Receiver<Frame>,
     tx: SyncSender<Vec<Work>>,
     done: &BTreeMap<usize, String>,
@@ -170,6 +182,9 @@ fn network_stage(
 ) -> Result<Timing> {
     let mut t = Timing::default();
     let mut works: Vec<Work> = Vec::with_capacity(batch);
+    let mut pending: Vec<Frame> = vec![];
+    // What came before the next frame (whether the temporal state carries over).
+    let mut before = Before::Start;
     let send = |works: &mut Vec<Work>, t: &mut Timing| -> bool {
         let has_new = works.iter().any(|w| matches!(w, Work::New(..)));
         let start = Instant::now();
@@ -189,26 +204,52 @@ fn network_stage(
         let Ok(frame) = rx.recv() else { break };
         t.decoded += 1;
         if done.contains_key(&frame.index) {
+            predict(sampler, &mut pending, &mut before, &mut works, &mut t)?;
+            before = Before::Done;
             works.push(Work::Done(frame));
         } else {
             t.wait_frames += start.elapsed();
-            let start = Instant::now();
-            let pred = predictor
-                .predict(&frame.image)
-                .with_context(|| format!("predicting frame {}", frame.index))?;
-            t.busy += start.elapsed();
-            t.computed += 1;
-            works.push(Work::New(frame, pred));
+            pending.push(frame);
+            if pending.len() >= sampler.batch() {
+                predict(sampler, &mut pending, &mut before, &mut works, &mut t)?;
+            }
         }
         if works.len() >= batch && !send(&mut works, &mut t) {
             // The renderer failed; its error is reported from its thread.
             return Ok(t);
         }
     }
+    predict(sampler, &mut pending, &mut before, &mut works, &mut t)?;
     if !works.is_empty() {
         send(&mut works, &mut t);
     }
     Ok(t)
+}
+
+/// Predicts the pending frames, in order, into `works`.
+fn predict(
+    sampler: &mut Sampler,
+    pending: &mut Vec<Frame>,
+    before: &mut Before,
+    works: &mut Vec<Work>,
+    t: &mut Timing,
+) -> Result<()> {
+    let Some(last) = pending.last().map(|f| f.index) else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    let preds = sampler
+        .predict(pending, *before)
+        .with_context(|| format!("predicting frames {} to {last}", pending[0].index))?;
+    t.busy += start.elapsed();
+    for (frame, pred) in pending.drain(..).zip(preds) {
+        t.computed += 1;
+        t.samples += pred.how.samples;
+        t.resets += usize::from(pred.how.reset.is_some());
+        works.push(Work::New(frame, pred));
+    }
+    *before = Before::Computed(last);
+    Ok(())
 }
 
 /// Draws each batch in parallel; writes the per-frame PNGs.
@@ -228,7 +269,8 @@ fn render_stage(ctx: &Job, rx: Receiver<Vec<Work>>, tx: SyncSender<Vec<Drawn>>) 
     Ok(())
 }
 
-fn draw_new(ctx: &Job, frame: Frame, pred: Prediction) -> Result<Drawn> {
+fn draw_new(ctx: &Job, frame: Frame, predicted: Predicted) -> Result<Drawn> {
+    let Predicted { pred, how } = predicted;
     let style = ctx.style;
     let classes = pred.class_bytes();
     let values = pred.measure_values(style.measure);
@@ -246,10 +288,13 @@ fn draw_new(ctx: &Job, frame: Frame, pred: Prediction) -> Result<Drawn> {
         let path = ctx.paths.records.join(format!("{stem}_overlay.png"));
         render::save_png_atomic(&overlay, &path)?;
     }
+    if ctx.maps {
+        crate::maps::write(&ctx.paths.maps.join(format!("{stem}.npz")), &pred)?;
+    }
     let composite = style.compose(&frame.image, &overlay, &heat);
     Ok(Drawn {
         bgr: frame::to_bgr(&composite),
-        row: Some(ctx.cols.row(frame.index, frame.time, &stats)),
+        row: Some(ctx.cols.row(frame.index, frame.time, &stats, &how)),
     })
 }
 
@@ -320,6 +365,94 @@ fn encode_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segnet_bayes::config::{Arch, ModelConfig};
+    use segnet_bayes::infer::{Predictor, PredictorOptions};
+    use segnet_bayes::mc::McOptions;
+    use segnet_bayes::model::{checkpoint, Precision, SegNet};
+
+    /// A random SegNet-Basic at 1/8 width, input 32x48, two seeded samples per frame.
+    fn predictor(dir: &Path) -> Predictor {
+        let cfg = ModelConfig {
+            arch: Arch::Basic,
+            width: 0.125,
+            input_size: Some([32, 48]),
+            ..Default::default()
+        };
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _net = SegNet::new(&vs.root(), &cfg);
+        let path = dir.join("m.safetensors");
+        checkpoint::save(&path, &cfg, &vs, &[], &BTreeMap::new()).unwrap();
+        Predictor::load(&PredictorOptions {
+            model: Some(path),
+            device: tch::Device::Cpu,
+            mc: McOptions {
+                samples: 2,
+                chunk: 3,
+                seed: Some(1),
+                adaptive: None,
+            },
+            dropout: true,
+            precision: Precision::Fp32,
+        })
+        .unwrap()
+    }
+
+    /// The works the network stage hands on for frames 0..8, of which `done` were done before.
+    fn network_works(sampler: &mut Sampler, done: &[usize]) -> Vec<Work> {
+        let (frame_tx, frame_rx) = sync_channel(16);
+        for index in 0..8 {
+            let image = RgbImage::from_fn(40, 30, |x, y| {
+                image::Rgb([(x * 6) as u8, (y * 8) as u8, (index * 30) as u8])
+            });
+            let time = index as f64;
+            frame_tx.send(Frame { index, time, image }).unwrap();
+        }
+        drop(frame_tx);
+        let (work_tx, work_rx) = sync_channel(16);
+        let done = done.iter().map(|&i| (i, String::new())).collect();
+        network_stage(sampler, frame_rx, work_tx, &done, 2).unwrap();
+        work_rx.into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn frames_batched_through_the_network_arrive_in_order_with_their_own_predictions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = predictor(dir.path());
+        let mut one = Sampler::PerFrame {
+            predictor: &p,
+            batch: 1,
+        };
+        let mut three = Sampler::PerFrame {
+            predictor: &p,
+            batch: 3,
+        };
+        let (alone, batched) = (
+            network_works(&mut one, &[3]),
+            network_works(&mut three, &[3]),
+        );
+        let describe = |works: &[Work]| -> Vec<(usize, bool)> {
+            works
+                .iter()
+                .map(|w| match w {
+                    Work::New(f, _) => (f.index, true),
+                    Work::Done(f) => (f.index, false),
+                })
+                .collect()
+        };
+        let want: Vec<(usize, bool)> = (0..8).map(|i| (i, i != 3)).collect();
+        assert_eq!(describe(&alone), want);
+        assert_eq!(describe(&batched), want);
+        for (a, b) in alone.iter().zip(&batched) {
+            if let (Work::New(_, a), Work::New(_, b)) = (a, b) {
+                let (x, y) = (
+                    a.pred.measure(Measure::Variance),
+                    b.pred.measure(Measure::Variance),
+                );
+                assert!(x.allclose(&y, 1e-4, 1e-7, false));
+                assert_eq!(a.how, b.how);
+            }
+        }
+    }
 
     #[test]
     fn idle_share_splits_waits() {
@@ -328,6 +461,8 @@ mod tests {
             decoded: 0,
             written: 0,
             computed: 0,
+            samples: 0,
+            resets: 0,
             busy: Duration::from_secs(6),
             wait_frames: Duration::from_secs(3),
             wait_encoder: Duration::from_secs(1),

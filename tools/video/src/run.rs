@@ -20,6 +20,7 @@ use crate::cli::{Cli, Codec};
 use crate::frame::Style;
 use crate::lock;
 use crate::pipeline::{self, Report};
+use crate::sampler::Sampler;
 use crate::source::{self, End, Selection, Source};
 use crate::state::{self, Paths, Settings, Start, Status, Summary};
 use crate::stop;
@@ -130,6 +131,7 @@ fn validate(cli: &Cli) -> Result<()> {
     if let Some(t) = cli.threshold {
         ensure!(t.is_finite(), "--threshold must be a number, got {t}");
     }
+    cli.temporal.options()?;
     Ok(())
 }
 
@@ -199,7 +201,11 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         cli.heat_overlay,
     );
     let threshold = cli.threshold.unwrap_or(style.scale.max / 2.0);
-    let settings = settings(predictor, cli, source, threshold);
+    let temporal = (!cli.no_temporal)
+        .then(|| cli.temporal.options())
+        .transpose()?;
+    let mut sampler = Sampler::new(predictor, temporal, cli.batch)?;
+    let settings = settings(predictor, &sampler, cli, source, threshold);
     let look = format!(
         "codec {}, layout {:?}, alpha {}, heat overlay {}, frames {}",
         cli.codec.name(),
@@ -232,6 +238,10 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         }
         Start::Run(done) => done,
     };
+    if cli.maps {
+        std::fs::create_dir_all(&paths.maps)
+            .with_context(|| format!("cannot create {}", paths.maps.display()))?;
+    }
     let selection = Selection {
         every: cli.every,
         max_frames: cli.max_frames,
@@ -262,9 +272,10 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         threshold,
         classes: k,
         frame_pngs: cli.frames,
+        maps: cli.maps,
     };
     let start = Instant::now();
-    let result = pipeline::run(&job, predictor, &done, writer, csv, &progress);
+    let result = pipeline::run(&job, &mut sampler, &done, writer, csv, &progress);
     progress.finish_and_clear();
     let report = result?;
     let seconds = start.elapsed().as_secs_f64();
@@ -274,6 +285,9 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
         input: source.path.display().to_string(),
         frames: report.written,
         computed: report.computed,
+        mode: sampler.mode().into(),
+        samples_per_frame: report.samples as f64 / report.computed.max(1) as f64,
+        resets: report.resets,
         max_frames: cli.max_frames,
         look,
         settings,
@@ -292,7 +306,17 @@ fn process(predictor: &Predictor, cli: &Cli, source: &Source, dir: &Path) -> Res
 }
 
 /// What the results of an input depend on.
-fn settings(predictor: &Predictor, cli: &Cli, source: &Source, threshold: f32) -> Settings {
+fn settings(
+    predictor: &Predictor,
+    sampler: &Sampler,
+    cli: &Cli,
+    source: &Source,
+    threshold: f32,
+) -> Settings {
+    let temporal = match sampler {
+        Sampler::Temporal(..) => cli.temporal.options().ok(),
+        Sampler::PerFrame { .. } => None,
+    };
     Settings {
         input: absolute(&source.path),
         input_size: state::input_size(source),
@@ -307,6 +331,9 @@ fn settings(predictor: &Predictor, cli: &Cli, source: &Source, threshold: f32) -
         },
         seed: predictor.opts.seed,
         dropout: predictor.dropout,
+        mode: sampler.mode().into(),
+        adaptive: predictor.opts.adaptive.filter(|_| predictor.dropout),
+        temporal,
         measure: cli.measure,
         threshold,
         every: cli.every,

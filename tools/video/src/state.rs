@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use segnet_bayes::atomic::write_atomic;
-use segnet_bayes::mc::Measure;
+use segnet_bayes::mc::{Measure, Settle};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Codec;
 use crate::frame::Geometry;
 use crate::source::Source;
 use crate::table::Columns;
+use crate::temporal;
 
 /// The files of one input's output folder.
 #[derive(Clone, Debug)]
@@ -36,6 +37,8 @@ pub(crate) struct Paths {
     settings: PathBuf,
     /// Where the per-frame records go: `frames/` with --frames, else inside the state folder.
     pub(crate) records: PathBuf,
+    /// The raw maps of --maps.
+    pub(crate) maps: PathBuf,
     frames: PathBuf,
 }
 
@@ -58,6 +61,7 @@ impl Paths {
                 state.join("records")
             },
             frames: dir.join("frames"),
+            maps: dir.join("maps"),
             state,
         }
     }
@@ -72,7 +76,7 @@ impl Paths {
 
     /// Removes everything this tool writes in the folder (and nothing else).
     fn clear(&self) -> Result<()> {
-        for dir in [&self.state, &self.frames] {
+        for dir in [&self.state, &self.frames, &self.maps] {
             if dir.exists() {
                 std::fs::remove_dir_all(dir)
                     .with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -129,6 +133,11 @@ pub(crate) struct Settings {
     pub(crate) samples: usize,
     pub(crate) seed: Option<u64>,
     pub(crate) dropout: bool,
+    /// `per-frame` or `temporal`.
+    pub(crate) mode: String,
+    /// Adaptive stopping (per-frame samples and the temporal state's full estimates).
+    pub(crate) adaptive: Option<Settle>,
+    pub(crate) temporal: Option<temporal::Options>,
     pub(crate) measure: Measure,
     pub(crate) threshold: f32,
     pub(crate) every: usize,
@@ -191,6 +200,12 @@ pub(crate) struct Summary {
     pub(crate) frames: usize,
     /// Frames computed by this run (the rest came from an earlier run).
     pub(crate) computed: usize,
+    /// How the frames were sampled: `per-frame` or `temporal`.
+    pub(crate) mode: String,
+    /// Network passes per computed frame, on average.
+    pub(crate) samples_per_frame: f64,
+    /// Computed frames at which the temporal state started afresh (first frame, gaps, cuts).
+    pub(crate) resets: usize,
     pub(crate) max_frames: usize,
     /// Codec, layout and look options: a change redoes the video, not the frames.
     pub(crate) look: String,
@@ -305,6 +320,9 @@ mod tests {
             samples: 2,
             seed: None,
             dropout: true,
+            mode: "temporal".into(),
+            adaptive: Some(Settle::default()),
+            temporal: None,
             measure: Measure::Variance,
             threshold: 0.04,
             every: 1,

@@ -20,7 +20,7 @@ use predicates::prelude::*;
 use predicates::str::contains;
 use segnet_bayes::config::{Arch, ModelConfig};
 use segnet_bayes::model::{checkpoint, SegNet};
-use tch::{nn, Device};
+use tch::{nn, Device, Tensor};
 
 const W: u32 = 64;
 const H: u32 = 48;
@@ -155,19 +155,47 @@ fn fails_with(cmd: &mut Command, needle: &str) -> String {
     errors[0].to_string()
 }
 
-/// CSV rows by frame index; panics on a duplicate.
+/// The CSV's columns that hold words, not numbers.
+const WORD_COLUMNS: [&str; 2] = ["mode", "reset"];
+
+/// CSV rows by frame index, the numeric columns only (an empty field reads as NaN); panics on a
+/// duplicate.
 fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    let number = |f: &str| {
+        if f.is_empty() {
+            f64::NAN
+        } else {
+            f.parse().unwrap()
+        }
+    };
     let rows: Vec<Vec<f64>> = lines
-        .map(|l| l.split(',').map(|f| f.parse().unwrap()).collect())
+        .map(|l| {
+            l.split(',')
+                .zip(&header)
+                .filter(|(_, h)| !WORD_COLUMNS.contains(&h.as_str()))
+                .map(|(f, _)| number(f))
+                .collect()
+        })
         .collect();
     let mut seen: Vec<usize> = rows.iter().map(|r| r[0] as usize).collect();
     let n = seen.len();
     seen.dedup();
     assert_eq!(seen.len(), n, "duplicate rows in {}", path.display());
     (header, rows)
+}
+
+/// One column of the CSV as written, by name.
+fn csv_column(path: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == name).unwrap();
+    lines
+        .map(|l| l.split(',').nth(at).unwrap().to_string())
+        .collect()
 }
 
 fn frame_indices(path: &Path) -> Vec<usize> {
@@ -266,8 +294,11 @@ fn video_becomes_an_overlay_video_a_csv_row_per_frame_and_a_plot() {
         header[..5].join(","),
         "frame,time_s,mean_variance,mean_entropy,mean_mutual-info"
     );
-    assert_eq!(header.last().unwrap(), "share_above_threshold");
-    assert_eq!(header.len(), 5 + 11 + 1);
+    assert_eq!(
+        header[16..].join(","),
+        "share_above_threshold,samples,warp_error,mode,reset"
+    );
+    assert_eq!(header.len(), 5 + 11 + 1 + 4);
     assert_eq!(rows.len(), 12);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r[0] as usize, i);
@@ -275,7 +306,23 @@ fn video_becomes_an_overlay_video_a_csv_row_per_frame_and_a_plot() {
         assert!(r[2] > 0.0, "MC dropout gives some variance");
         let shares: f64 = r[5..16].iter().sum();
         assert!((shares - 1.0).abs() < 1e-4, "class shares sum to {shares}");
+        // Temporal aggregation by default: a full estimate (--samples 2) at the first frame,
+        // one pass blended in along the flow at every other frame.
+        let (samples, warp_error) = (r[17], r[18]);
+        if i == 0 {
+            assert!(samples == 2.0 && warp_error.is_nan(), "{r:?}");
+        } else {
+            assert!(samples == 1.0 && (0.0..0.08).contains(&warp_error), "{r:?}");
+        }
     }
+    let csv = out.join("frames.csv");
+    assert!(csv_column(&csv, "mode").iter().all(|m| m == "temporal"));
+    let resets = csv_column(&csv, "reset");
+    assert_eq!(resets[0], "first");
+    assert!(resets[1..].iter().all(String::is_empty), "{resets:?}");
+    assert_eq!(s["mode"], "temporal");
+    assert_eq!(s["resets"], 1);
+    assert!((s["samples_per_frame"].as_f64().unwrap() - 13.0 / 12.0).abs() < 1e-9);
     let plot = image::open(out.join("uncertainty.png")).unwrap();
     assert!(plot.width() > 300);
     // Without --frames the per-frame records are gone once the run finishes.
@@ -434,7 +481,12 @@ fn killed_folder_run_resumes_to_the_same_csv_as_an_uninterrupted_run() {
     const FRAMES: usize = 24;
     let f = FolderRun::new(FRAMES);
     let out = f.tmp.path().join("out");
-    let run = || f.cmd(&out);
+    // Per-frame sampling: a resumed temporal run restarts its state (tested below).
+    let run = || {
+        let mut cmd = f.cmd(&out);
+        cmd.arg("--no-temporal");
+        cmd
+    };
     let mut child = start_until_rows(&mut run(), &out, 4);
     child.kill().unwrap();
     let status = child.wait().unwrap();
@@ -466,7 +518,10 @@ fn killed_folder_run_resumes_to_the_same_csv_as_an_uninterrupted_run() {
 
     // Seeded sampling per frame: the resumed CSV is the one a run without the kill writes.
     let whole = f.tmp.path().join("whole");
-    segnet_video(&f.model, &f.frames, &whole).assert().success();
+    segnet_video(&f.model, &f.frames, &whole)
+        .arg("--no-temporal")
+        .assert()
+        .success();
     let csv = |dir: &Path| std::fs::read(dir.join("frames.csv")).unwrap();
     assert_eq!(
         frame_indices(&out.join("frames.csv")),
@@ -488,7 +543,7 @@ fn ctrl_c_closes_the_video_and_the_run_resumes() {
     let out = tmp.path().join("out");
     let run = || {
         let mut cmd = segnet_video(&m, &input, &out);
-        cmd.args(["--batch", "2"]);
+        cmd.args(["--batch", "2", "--no-temporal"]);
         cmd
     };
     let child = start_until_rows(&mut run(), &out, 4);
@@ -512,7 +567,10 @@ fn ctrl_c_closes_the_video_and_the_run_resumes() {
     assert_eq!(probe(&out.join("overlay.mp4")).frames, FRAMES);
     assert_eq!(summary(&out)["computed"], FRAMES - n);
     let whole = tmp.path().join("whole");
-    segnet_video(&m, &input, &whole).assert().success();
+    segnet_video(&m, &input, &whole)
+        .arg("--no-temporal")
+        .assert()
+        .success();
     let csv = |dir: &Path| std::fs::read(dir.join("frames.csv")).unwrap();
     assert!(
         csv(&out) == csv(&whole),
@@ -556,6 +614,39 @@ fn max_frames_run_then_full_run_reuses_the_frames() {
     );
     assert_eq!(csv_rows(&out.join("frames.csv")).1.len(), 4);
     assert_eq!(probe(&out.join("overlay.mp4")).frames, 4);
+}
+
+#[test]
+fn a_resumed_temporal_run_restarts_its_state_after_the_frames_done_earlier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let frames = tmp.path().join("frames");
+    write_frames(&frames, 8);
+    let out = tmp.path().join("out");
+    let run = || {
+        let mut cmd = segnet_video(&m, &frames, &out);
+        cmd.args(["--every", "2", "--maps", "--frames"]);
+        cmd
+    };
+    run().args(["--max-frames", "2"]).assert().success();
+    run()
+        .assert()
+        .success()
+        .stderr(contains("resuming: 2 frames"));
+    let csv = out.join("frames.csv");
+    assert_eq!(frame_indices(&csv), [0, 2, 4, 6]);
+    // With --every 2 the state carries from frame to selected frame; frame 4 follows frames
+    // done by the first run, which left no state behind.
+    assert_eq!(csv_column(&csv, "reset"), ["first", "", "gap", ""]);
+    assert_eq!(csv_column(&csv, "samples"), ["2", "1", "2", "1"]);
+    assert_eq!(summary(&out)["resets"], 1, "this run's own resets");
+    // --maps: the raw maps of every frame, whichever run computed it.
+    for stem in ["frame1", "frame3", "frame5", "frame7"] {
+        let maps = Tensor::read_npz(out.join("maps").join(format!("{stem}.npz"))).unwrap();
+        let names: Vec<&str> = maps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["classes", "variance", "entropy", "mutual-info"]);
+        assert_eq!(maps[1].1.size(), [H as i64, W as i64]);
+    }
 }
 
 #[test]
