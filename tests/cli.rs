@@ -1063,7 +1063,10 @@ fn one_shard_or_three_give_byte_identical_outputs_and_merged_tables() {
     let table = merged("one").unwrap();
     assert_eq!(table, merged("three").unwrap());
     assert_eq!(table.lines().count(), 7, "{table}");
-    assert!(table.starts_with("item,input,dropout,height,"), "{table}");
+    assert!(
+        table.starts_with("item,input,adaptive,dropout,height,"),
+        "{table}"
+    );
     // An image's samples depend on the seed and the image alone: the same image on its own
     // gives the same bytes, and another seed other numbers.
     d.segnet(&format!("{args} in/s4.png --out alone"))

@@ -12,8 +12,8 @@
 # This session runs the next PARALLEL runs (default 6) side by side, each killed after its
 # minutes plus GRACE seconds (default 90), then scores each finished model on its held-out
 # sequence with `eval` (weight averaging and MC dropout, T=40, at the labels' resolution).
-# OUT gets: results.tsv (STATE's rows and this session's), ablation.md (the table, rows
-# averaged over folds), runs.tgz (each run's log, config and eval report), and the optimiser
+# OUT gets: results.tsv (STATE's rows and this session's), ablation.md (the table, a line a
+# run), runs.tgz (each run's log, config and eval report), and the optimiser
 # checkpoint of at most one run cut short, as parts under 16 MiB (tools/parts.sh).
 # DEVICE=cpu SMOKE=1 runs the same steps briefly and tiny on a CPU, to check the script.
 set -uo pipefail
@@ -102,7 +102,7 @@ for t in "${batch[@]}"; do
     continue
   fi
   "$bin" eval --model "$dir/model.safetensors" --data "$data" --split train,val \
-    --sequences "$fold" --samples "$samples" --limit "$limit" --device "$dev" --threads 2 \
+    --sequences "$fold" --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \
     --out "$dir/eval" >"$runs/$name.eval.log" 2>&1 &
   pids+=("$!")
 done
@@ -147,18 +147,14 @@ done
 
 "$py" - "$results" <<'PY' | tee "$out/ablation.md"
 import csv, sys
-from collections import defaultdict
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-by = defaultdict(list)
-for r in rows:
-    by[r["row"]].append(r)
-pct = lambda v: f"{100 * v:.1f}"
-print("| row | folds | epochs | img/s | held-out mIoU WA | MC T=40 | ECE WA | ECE MC |")
-print("|---|---|---|---|---|---|---|---|")
-for row, rs in by.items():
-    mean = lambda k: sum(float(r[k]) for r in rs) / len(rs)
-    folds = ", ".join(f"{r['fold']} {pct(float(r['wa_miou']))}" for r in rs)
-    print(f"| {row} | {folds} | {mean('epochs'):.0f} | {mean('images_per_s'):.0f} | "
-          f"{pct(mean('wa_miou'))} | {pct(mean('mc_miou'))} | {pct(mean('wa_ece'))} | {pct(mean('mc_ece'))} |")
+pct = lambda v: f"{100 * float(v):.1f}"
+# One line a run: runs of different lengths or folds are not averaged together.
+print("| row | held out | minutes | epochs | img/s | held-out mIoU WA | MC T=40 | ECE WA | ECE MC |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in sorted(rows, key=lambda r: (r["fold"] != rows[0]["fold"], r["fold"])):
+    print(f"| {r['row']} | {r['fold']} | {float(r['minutes']):g} | {r['epochs']} | "
+          f"{float(r['images_per_s']):.0f} | {pct(r['wa_miou'])} | {pct(r['mc_miou'])} | "
+          f"{pct(r['wa_ece'])} | {pct(r['mc_ece'])} |")
 PY
 tar czf "$out/runs.tgz" -C "$runs" --exclude='*.safetensors' .

@@ -38,7 +38,7 @@ fi
 if [[ $dev == cuda ]]; then
   torchlib=$("$py" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
   export LD_LIBRARY_PATH=$torchlib:${LD_LIBRARY_PATH:-}
-  nvidia-smi -L | head -1 | tee "$out/bench.txt"
+  nvidia-smi -L | head -1 | tee -a "$out/bench.txt"
 fi
 
 if [[ $steps == *timing* ]]; then

@@ -10,7 +10,7 @@
 #    bf16 autocast. Then, beside the ablation's trainings, half precision's accuracy on val
 #    (tools/gpu_bench.sh, STEPS=accuracy: the shipped model, T=40, per precision).
 # 2. Training: the recipe ablation, tools/ablation.sh over configs/ablation.txt: the next
-#    PARALLEL (default 6) runs not done in STATE (default .dev/ablation), side by side, each for
+#    PARALLEL (default 6) runs not done in STATE (default assets/eval/ablation, whose results.tsv is kept in git), side by side, each for
 #    MINUTES on top of configs/camvid-lean.yaml, validated on its held-out sequence, then scored
 #    by `eval` (WA and MC T=40) on that sequence. MINUTES=6 fits a 12-minute H100 session
 #    (6 min of training, 1.5 min of grace, evals side by side, the bench before).
@@ -48,7 +48,7 @@ STEPS=accuracy bash tools/gpu_bench.sh "$bin" "$data" "$out/gpu" >"$out/gpu/accu
 accuracy=$!
 
 log "training: the recipe ablation, $minutes min per run"
-bash tools/ablation.sh "$bin" "$data" "${STATE:-.dev/ablation}" "$out/ablation" "$minutes" 2>&1 |
+bash tools/ablation.sh "$bin" "$data" "${STATE:-assets/eval/ablation}" "$out/ablation" "$minutes" 2>&1 |
   tee -a "$out/session.log"
 wait "$accuracy"
 cat "$out/gpu/summary.txt" "$out/gpu/accuracy.log" 2>/dev/null | tee -a "$out/session.log"
