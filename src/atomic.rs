@@ -44,35 +44,66 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
-/// Prefix of the temporary files (tempfile's default, named so that leftovers can be found).
-const TEMP_PREFIX: &str = ".tmp";
+/// Temporary files are named `.<final name>.tmp` and six random characters, so that leftovers
+/// can be told apart from the user's files and traced to their output.
+const TEMP_MARK: &str = ".tmp";
+const TEMP_RANDOM: usize = 6;
+
+/// Whether `name` is a temporary file of ours, for the output named `target` when given.
+fn is_leftover(name: &str, target: Option<&str>) -> bool {
+    let Some((head, random)) = name.rsplit_once(TEMP_MARK) else {
+        return false;
+    };
+    let random_ok =
+        random.len() == TEMP_RANDOM && random.chars().all(|c| c.is_ascii_alphanumeric());
+    match target {
+        Some(t) => random_ok && head == format!(".{t}"),
+        None => random_ok && head.starts_with('.'),
+    }
+}
 
 /// Removes the temporary files that writes killed mid-way (SIGKILL, a lost machine) left in
 /// `dir`. Only for a folder no other process is writing into.
 pub(crate) fn remove_leftovers(dir: &Path) {
+    remove_matching(dir, None);
+}
+
+/// Removes the leftovers of earlier, killed writes of `path` alone (other outputs in its folder
+/// may be in the middle of their own writes).
+pub(crate) fn remove_leftovers_of(path: &Path) {
+    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        remove_matching(folder_of(path), Some(name));
+    }
+}
+
+fn remove_matching(dir: &Path, target: Option<&str>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        let ours = e.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+        let ours = is_leftover(&e.file_name().to_string_lossy(), target);
         if ours && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(e.path());
         }
     }
 }
 
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// A temporary file in `path`'s folder (a rename cannot cross file systems).
 fn temp_file_beside(path: &Path) -> std::io::Result<NamedTempFile> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let prefix = format!(".{}{TEMP_MARK}", name.as_deref().unwrap_or("output"));
     let mut builder = tempfile::Builder::new();
-    builder.prefix(TEMP_PREFIX);
+    builder.prefix(&prefix).rand_bytes(TEMP_RANDOM);
     // tempfile makes owner-only files; outputs get the mode `File::create` gives (umask).
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    builder.tempfile_in(dir)
+    builder.tempfile_in(folder_of(path))
 }
 
 #[cfg(test)]
@@ -127,9 +158,27 @@ mod tests {
         let killed = temp_file_beside(&dir.path().join("a")).unwrap();
         let (_, left) = killed.keep().unwrap();
         std::fs::write(dir.path().join("kept.tmp"), b"x").unwrap();
+        std::fs::write(dir.path().join(".config.tmpl"), b"x").unwrap();
         remove_leftovers(dir.path());
         assert!(!left.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn leftovers_of_one_output_are_removed_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = |p: &Path| temp_file_beside(p).unwrap().keep().unwrap().1;
+        let a = keep(&dir.path().join("a.safetensors"));
+        let b = keep(&dir.path().join("b.safetensors"));
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".a.safetensors.tmp"));
+        remove_leftovers_of(&dir.path().join("a.safetensors"));
+        assert!(!a.exists());
+        assert!(b.exists());
     }
 
     #[test]

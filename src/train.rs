@@ -822,6 +822,8 @@ pub(crate) fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
     cfg.model = ckpt.config.clone();
     let pairs = trainset::training_frames(&cfg)?;
     recalibrate_batchnorm(&cfg, &vs, &net, &pairs, args.dropout)?;
+    // A recalibration killed while writing left its temporary file: gone with this write.
+    atomic::remove_leftovers_of(&args.out);
     checkpoint::save(&args.out, &cfg.model, &vs, &[], &ckpt.meta)?;
     println!(
         "re-estimated batch norm over {} images (dropout {}) -> {}",

@@ -121,7 +121,7 @@ def kill_at_write(pid, folder, step=0):
     if step and not wait_for_step(pid, os.path.join(folder, 'last.safetensors'), step):
         return
     while running(pid):
-        if any(n.startswith('.tmp') for n in os.listdir(folder)):
+        if any(n.startswith('.') and '.tmp' in n for n in os.listdir(folder)):
             os.kill(pid, signal.SIGKILL)
             return
 
@@ -209,7 +209,7 @@ scenario_kill() { # $1: train | write
       train killed >/dev/null
       runs=$((runs + 2))
     fi
-    litter=$((litter + $(find killed -name '.tmp*' | wc -l)))
+    litter=$((litter + $(find killed -name '.*.tmp*' | wc -l)))
     lost=$((lost + $(py lost straight/log.jsonl killed/log.jsonl)))
     for f in last model; do
       [ "$(py same "straight/$f.safetensors" "killed/$f.safetensors")" = 1 ] || differ=$((differ + 1))
@@ -225,8 +225,9 @@ scenario_recal() {
   [ -f straight/model.safetensors ] || train straight >/dev/null
   local args=(recalibrate --model straight/model.safetensors --config tiny.yaml --dropout --device cpu)
   t0=$(now); "$bin" "${args[@]}" --out recal-ref.safetensors >/dev/null; dur=$(secs "$t0" "$(now)")
+  rm -rf rc && mkdir rc
   for i in $(seq "$repeats"); do
-    rm -rf rc && mkdir rc
+    rm -f rc/out.safetensors
     "$bin" "${args[@]}" --out rc/out.safetensors >/dev/null 2>&1 &
     local pid=$! rc=0
     if [ $((i % 2)) = 0 ]; then
@@ -238,7 +239,6 @@ scenario_recal() {
     wait "$pid" 2>/dev/null || rc=$?
     [ "$rc" = 137 ] && hits=$((hits + 1))
     runs=$((runs + 1))
-    litter=$((litter + $(find rc -name '.tmp*' | wc -l)))
     if [ ! -e rc/out.safetensors ]; then
       absent=$((absent + 1))
     elif [ "$(py samemeta rc/out.safetensors recal-ref.safetensors)" = 1 ]; then
@@ -247,7 +247,11 @@ scenario_recal() {
       partial=$((partial + 1))
     fi
   done
-  report recal "runs $runs, faults injected $hits (SIGKILLs before the end, half of them during the write), outputs whole $whole, absent $absent, partial (lost) $partial, temporary files left behind $litter (one ${dur}s run alone)"
+  echo "recal: temporary files left by the killed runs: $(find rc -name '.*.tmp*' | wc -l)"
+  # Killed writes leave temporary files; the next recalibration of the same output removes them.
+  "$bin" "${args[@]}" --out rc/out.safetensors >/dev/null
+  litter=$(find rc -name '.*.tmp*' | wc -l)
+  report recal "runs $runs, faults injected $hits (SIGKILLs before the end, half of them during the write), outputs whole $whole, absent $absent, partial (lost) $partial, temporary files left after a final complete run $litter (one ${dur}s run alone)"
 }
 
 for s in "$@"; do
