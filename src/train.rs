@@ -368,8 +368,13 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     let finished = trainer.train()?;
     let progress = trainer.progress.clone();
     write_final_model(&cfg, &out, device, &data.train, &progress)?;
+    let best = if data.val_len() > 0 {
+        format!("best {} mIoU {:.4}", val_name(&cfg), progress.best_miou)
+    } else {
+        "no validation, last weights".to_string()
+    };
     println!(
-        "{} after {} epochs ({:.1} min); best {} mIoU {:.4}; model: {}",
+        "{} after {} epochs ({:.1} min); {best}; model: {}",
         if finished {
             "finished"
         } else {
@@ -377,8 +382,6 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         },
         progress.epoch,
         progress.elapsed / 60.0,
-        val_name(&cfg),
-        progress.best_miou,
         out.join("model.safetensors").display()
     );
     Ok(())
@@ -692,7 +695,8 @@ impl Trainer<'_> {
             val_sequence_miou: None,
             elapsed_s: 0.0,
         };
-        if epoch.is_multiple_of(t.val_every) || epoch == t.epochs {
+        let due = epoch.is_multiple_of(t.val_every) || epoch == t.epochs;
+        if due && self.data.val_len() > 0 {
             self.validate(&mut entry)?;
         }
         // The log line before the checkpoint: a run killed in between redoes the epoch and
@@ -701,18 +705,25 @@ impl Trainer<'_> {
         append_log(&self.out.join("log.jsonl"), &entry)?;
         self.save_last()?;
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+        let val = if self.data.val_len() == 0 {
+            "no validation".to_string()
+        } else {
+            format!(
+                "{} global {} class {} mIoU {}{}{}",
+                val_name(self.cfg),
+                fmt(entry.val_global_accuracy),
+                fmt(entry.val_class_accuracy),
+                fmt(entry.val_miou),
+                entry
+                    .val_mc_miou
+                    .map_or(String::new(), |m| format!(" (MC-{} {m:.4})", t.val_samples)),
+                per_sequence(&entry.val_sequence_miou),
+            )
+        };
         println!(
-            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | {} global {} class {} mIoU {}{}{} | {:.1} min",
+            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | {val} | {:.1} min",
             t.epochs,
             100.0 * wait,
-            val_name(self.cfg),
-            fmt(entry.val_global_accuracy),
-            fmt(entry.val_class_accuracy),
-            fmt(entry.val_miou),
-            entry
-                .val_mc_miou
-                .map_or(String::new(), |m| format!(" (MC-{} {m:.4})", t.val_samples)),
-            per_sequence(&entry.val_sequence_miou),
             entry.elapsed_s / 60.0
         );
         Ok(())

@@ -389,6 +389,24 @@ fn accuracy_of_class_maps(d: &Scratch, maps: &str) -> f64 {
 }
 
 #[test]
+fn training_on_pooled_splits_without_validation_keeps_the_last_weights() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 4);
+    let data = "  train_split: train+val\n  val_split: \"\"\n";
+    tiny_config_with_data(&d, data, &format!("{ADAMW_POLY}  epochs: 2\n"));
+    d.segnet(&train_args("all"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("on 8 images (0 val)"))
+        .stdout(predicate::str::contains("no validation"));
+    let log = log_lines(&d.path("all"));
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|e| e["val_miou"].is_null()), "{log:?}");
+    assert!(!d.path("all/best.safetensors").exists());
+    assert!(d.path("all/model.safetensors").is_file());
+}
+
+#[test]
 fn train_then_eval_on_a_tiny_synthetic_dataset() {
     let d = Scratch::new();
     synthetic_dataset(&d, 4);

@@ -85,6 +85,12 @@ impl Selection {
                 .join(", ")
         };
         let shared = self.shared_sequences();
+        if self.val_sequences.is_empty() {
+            return format!(
+                "training on {}; no validation (`data.val_split` is empty): the model is the last epoch's weights",
+                list(&self.train_sequences)
+            );
+        }
         let kind = if !self.held_out.is_empty() {
             "held-out sequences (cross-sequence score)".to_string()
         } else if shared.is_empty() {
@@ -112,7 +118,12 @@ impl Selection {
 pub(crate) fn select(cfg: &DataConfig) -> Result<Selection> {
     let re = sequence_regex(&cfg.sequence_pattern)?;
     let train = discover(&cfg.root, &cfg.train_split, 0)?;
-    let val = discover(&cfg.root, &cfg.val_split, 0)?;
+    // `data.val_split: ""`: no validation split (train on everything, keep the last weights).
+    let val = if cfg.val_split.is_empty() {
+        vec![]
+    } else {
+        discover(&cfg.root, &cfg.val_split, 0)?
+    };
     let (mut train, mut val) = if cfg.val_sequences.is_empty() {
         check_disjoint(&train, &val, cfg)?;
         (train, val)

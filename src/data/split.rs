@@ -25,12 +25,25 @@ pub(crate) struct Pair {
 /// `image label` pair a line. List paths that do not exist are resolved against `root`: the
 /// path relative to `root`, then its last two components (`train/x.png`) under `root`, so the
 /// original `/SegNet/CamVid/...` lists work wherever the dataset lives. Folders win when both
-/// exist. `limit > 0` keeps the first `limit` pairs.
+/// exist. Splits joined by `+` (`train+val`) are pooled. `limit > 0` keeps the first `limit`
+/// pairs.
 pub(crate) fn discover(root: &Path, split: &str, limit: usize) -> Result<Vec<Pair>> {
+    let mut pairs = vec![];
+    for one in split.split('+') {
+        pairs.extend(discover_one(root, one)?);
+    }
+    pairs.sort_by(|a, b| a.image.cmp(&b.image));
+    if limit > 0 {
+        pairs.truncate(limit);
+    }
+    Ok(pairs)
+}
+
+fn discover_one(root: &Path, split: &str) -> Result<Vec<Pair>> {
     let image_dir = root.join(split);
     let label_dir = root.join(format!("{split}annot"));
     let list = root.join(format!("{split}.txt"));
-    let mut pairs = if image_dir.is_dir() && label_dir.is_dir() {
+    let pairs = if image_dir.is_dir() && label_dir.is_dir() {
         pairs_from_folders(&image_dir, &label_dir)?
     } else if list.is_file() {
         pairs_from_list(root, &list)?
@@ -45,10 +58,6 @@ pub(crate) fn discover(root: &Path, split: &str, limit: usize) -> Result<Vec<Pai
         "split `{split}` in {} is empty (no image/label pairs)",
         root.display()
     );
-    pairs.sort_by(|a, b| a.image.cmp(&b.image));
-    if limit > 0 {
-        pairs.truncate(limit);
-    }
     Ok(pairs)
 }
 
