@@ -10,17 +10,19 @@
 #    bf16 autocast. Then, beside the ablation's trainings, half precision's accuracy on val
 #    (tools/gpu_bench.sh, STEPS=accuracy: the shipped model, T=40, per precision).
 # 2. Training: the recipe ablation, tools/ablation.sh over configs/ablation.txt: the next
-#    PARALLEL (default 6) runs not done in STATE (default assets/eval/ablation, whose results.tsv is kept in git), side by side, each for
-#    MINUTES on top of configs/camvid-lean.yaml, validated on its held-out sequence, then scored
-#    by `eval` (WA and MC T=40) on that sequence. MINUTES=6 fits a 12-minute H100 session
-#    (6 min of training, 1.5 min of grace, evals side by side, the bench before).
+#    PARALLEL (default 6) runs not done in STATE (default assets/eval/ablation, whose
+#    results.tsv is kept in git), side by side, each for MINUTES on top of
+#    configs/camvid-lean.yaml, validated on its held-out sequence, then scored by `eval` (WA and
+#    MC T=40) on that sequence. With MINUTES=5 and GRACE=60 the whole call took 6.1 minutes on
+#    an H200 (2026-11-27), so it fits one 10-minute call of a 15-minute session.
 # 3. CUDA correctness with one trained model: weight averaging on CPU and CUDA give the same
 #    class map; seeded MC on CUDA is repeatable and its variance is close to the CPU's.
 # Everything goes to DEST as results.tgz (ablation/ablation.md is the table, ablation/results.tsv
 # every run so far), plus the checkpoint parts (under 16 MiB) of at most one run cut short.
-# The next session continues: unpack results.tgz's ablation/ into .dev/ablation with the parts
-# beside it (`tar xzf results.tgz -C /tmp/r && cp /tmp/r/ablation/* DEST/*.part* DEST/*.sha256
-# .dev/ablation/`), carry .dev/ablation, and run this script again.
+# The next session continues: copy results.tgz's ablation/results.tsv into assets/eval/ablation/
+# and commit it (runs listed there are not run again); a run cut short also needs its parts
+# beside it there (`cp DEST/*.part* DEST/*.sha256 DEST/*.config.yaml assets/eval/ablation/`, not
+# committed); then run this script again.
 # Data: `tools/pack_data.sh` writes CamVid's train and val as JPEG into .dev/camvid (27 MB).
 # DEVICE=cpu SMOKE=1 runs the same steps briefly on a CPU machine, to check the script.
 set -u
