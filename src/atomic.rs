@@ -58,7 +58,8 @@ fn is_leftover(name: &str, target: Option<&str>) -> bool {
         random.len() == TEMP_RANDOM && random.chars().all(|c| c.is_ascii_alphanumeric());
     match target {
         Some(t) => random_ok && head == format!(".{t}"),
-        None => random_ok && head.starts_with('.'),
+        // An empty head: tempfile's default `.tmpXXXXXX`, which earlier versions wrote.
+        None => random_ok && (head.is_empty() || head.starts_with('.')),
     }
 }
 

@@ -534,7 +534,7 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
 
     // A write the kill cut short leaves its temporary file (as the stress script's kills
     // during checkpoint writes do): the resume clears it away.
-    let leftover = d.path("killed/.tmpK1lled");
+    let leftover = d.path("killed/.last.safetensors.tmpK1lled");
     std::fs::write(&leftover, b"half a checkpoint").unwrap();
     d.segnet(&format!("{} --resume", train_args("killed")))
         .assert()
