@@ -14,7 +14,8 @@
 # sequence with `eval` (weight averaging and MC dropout, T=40, at the labels' resolution).
 # OUT gets: results.tsv (STATE's rows and this session's), ablation.md (the table, a line a
 # run), runs.tgz (each run's log, config and eval report), and the optimiser
-# checkpoint of at most one run cut short, as parts under 16 MiB (tools/parts.sh).
+# checkpoint of at most one run cut short, as parts under 16 MiB (tools/parts.sh), or else
+# the session's best model (by held-out mIoU) as parts.
 # DEVICE=cpu SMOKE=1 runs the same steps briefly and tiny on a CPU, to check the script.
 set -uo pipefail
 if [[ $# -ne 5 ]]; then
@@ -144,6 +145,31 @@ for name in "${cut[@]}"; do
     break
   fi
 done
+
+# With nothing cut short the way back has room for this session's best model (two parts), so
+# that a CPU can study it later (MC against weight averaging on its held-out sequence).
+if ! compgen -G "$out/*.last.safetensors.sha256" >/dev/null; then
+  done_here=()
+  for t in "${batch[@]}"; do
+    read -r row fold _ <<<"$t"
+    [[ -f $runs/$row@$fold/model.safetensors ]] && done_here+=("$row@$fold")
+  done
+  best=$("$py" - "$results" "${done_here[@]}" <<'PY'
+import csv, sys
+names = set(sys.argv[2:])
+rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if f"{r['row']}@{r['fold']}" in names]
+if rows:
+    r = max(rows, key=lambda r: float(r["wa_miou"]))
+    print(f"{r['row']}@{r['fold']}")
+PY
+  )
+  if [[ -n $best ]]; then
+    ln -f "$runs/$best/model.safetensors" "$out/$best.model.safetensors"
+    bash "$here/parts.sh" split "$out/$best.model.safetensors" "$out" >/dev/null
+    rm "$out/$best.model.safetensors"
+    echo "best model of this session: $best (parts in $out)"
+  fi
+fi
 
 "$py" - "$results" <<'PY' | tee "$out/ablation.md"
 import csv, sys
