@@ -368,10 +368,12 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     let finished = trainer.train()?;
     let progress = trainer.progress.clone();
     write_final_model(&cfg, &out, device, &data.train, &progress)?;
-    let best = if data.val_len() > 0 {
-        format!("best {} mIoU {:.4}", val_name(&cfg), progress.best_miou)
-    } else {
+    let best = if data.val_len() == 0 {
         "no validation, last weights".to_string()
+    } else if progress.best_miou < 0.0 {
+        "stopped before the first validation, last weights".to_string()
+    } else {
+        format!("best {} mIoU {:.4}", val_name(&cfg), progress.best_miou)
     };
     println!(
         "{} after {} epochs ({:.1} min); {best}; model: {}",
