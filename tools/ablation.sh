@@ -132,13 +132,18 @@ print("\t".join([row, fold, str(epochs), f"{rate:.1f}", f"{max(scored):.4f}",
 PY
 done
 
+# FILE into OUT as parts NAME.part00.. and NAME.sha256, under the way back's 16 MiB a file.
+export_parts() {
+  ln -f "$1" "$out/$2"
+  bash "$here/parts.sh" split "$out/$2" "$out" >/dev/null
+  rm "$out/$2"
+}
+
 # A run cut short comes back as checkpoint parts (one: the way back takes 8 files, 64 MiB).
 for name in "${cut[@]}"; do
   last=$runs/$name/last.safetensors
   if [[ -f $last ]]; then
-    ln -f "$last" "$out/$name.last.safetensors"
-    bash "$here/parts.sh" split "$out/$name.last.safetensors" "$out" >/dev/null
-    rm "$out/$name.last.safetensors"
+    export_parts "$last" "$name.last.safetensors"
     cp "$runs/$name/config.yaml" "$out/$name.config.yaml"
     cp "$runs/$name/log.jsonl" "$out/$name.log.jsonl" 2>/dev/null
     echo "cut short: $name (checkpoint parts in $out; pass it as STATE to resume)"
@@ -164,9 +169,7 @@ if rows:
 PY
   )
   if [[ -n $best ]]; then
-    ln -f "$runs/$best/model.safetensors" "$out/$best.model.safetensors"
-    bash "$here/parts.sh" split "$out/$best.model.safetensors" "$out" >/dev/null
-    rm "$out/$best.model.safetensors"
+    export_parts "$runs/$best/model.safetensors" "$best.model.safetensors"
     echo "best model of this session: $best (parts in $out)"
   fi
 fi
