@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tch::Device;
 
 use crate::config::Arch;
-use crate::infer::PredictorOptions;
+use crate::infer::{PredictorOptions, TestDropout};
 use crate::items::{self, Expand, Item};
 use crate::mc::{McOptions, Measure, Settle};
 use crate::model::Precision;
@@ -91,6 +91,14 @@ pub struct SamplingArgs {
     /// scored as fp32 does (README, Speed); bf16 also runs on a CPU, slowly.
     #[arg(long, value_enum)]
     pub(crate) precision: Option<Precision>,
+    /// Sample with this dropout rate instead of the one the model was trained with (a study
+    /// setting: the weights were fitted to the trained rate).
+    #[arg(long)]
+    pub(crate) dropout_rate: Option<f64>,
+    /// Sample with dropout after these stages only (e.g. `dec5,dec4,dec3`; `none`: no
+    /// dropout) instead of the trained positions (a study setting).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) dropout_after: Option<Vec<String>>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -125,6 +133,16 @@ impl SamplingArgs {
             } else {
                 Precision::Fp32
             }),
+            test_dropout: TestDropout {
+                rate: self.dropout_rate,
+                after: self.dropout_after.as_ref().map(|stages| {
+                    stages
+                        .iter()
+                        .filter(|s| s.as_str() != "none")
+                        .cloned()
+                        .collect()
+                }),
+            },
         })
     }
 }

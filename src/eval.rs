@@ -20,7 +20,7 @@ use crate::atomic::{write_atomic, write_json_atomic};
 use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
 use crate::data::{self, Frames, Loader};
-use crate::infer::Predictor;
+use crate::infer::{Predictor, TestDropout};
 use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
@@ -192,6 +192,10 @@ pub struct Report {
     /// `--samples`: T, or the most per image with adaptive stopping.
     pub samples: usize,
     pub adaptive: bool,
+    /// `--dropout-rate` / `--dropout-after`: sampling's dropout where it differs from the
+    /// model's own (absent: as trained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_dropout: Option<TestDropout>,
     pub samples_used: SamplesUsed,
     pub seconds: f64,
     pub weight_averaging: Scores,
@@ -274,7 +278,9 @@ impl Tally {
 
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.device.init()?;
-    let predictor = Predictor::load(&args.sampling.options(device, true)?)?;
+    let options = args.sampling.options(device, true)?;
+    let test_dropout = options.test_dropout.clone();
+    let predictor = Predictor::load(&options)?;
     let model = predictor.config().clone();
     let data_cfg = DataConfig {
         root: args.data.clone(),
@@ -332,6 +338,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         images: pairs.len(),
         samples: predictor.opts.samples,
         adaptive: predictor.opts.adaptive.is_some(),
+        test_dropout: test_dropout.is_set().then_some(test_dropout),
         samples_used: SamplesUsed::of(&used),
         seconds: start.elapsed().as_secs_f64(),
         weight_averaging: wa.scores(&model.class_names),
@@ -361,6 +368,21 @@ fn markdown(r: &Report) -> String {
         )
     } else {
         format!("T = {}", r.samples)
+    };
+    let sampling = match &r.test_dropout {
+        None => sampling,
+        Some(d) => format!(
+            "{sampling}, dropout at sampling time{}{}",
+            d.rate.map_or(String::new(), |p| format!(" p = {p}")),
+            d.after.as_ref().map_or(String::new(), |a| {
+                let stages = if a.is_empty() {
+                    "none".into()
+                } else {
+                    a.join(", ")
+                };
+                format!(" after {stages}")
+            })
+        ),
     };
     let mut s = format!(
         "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with {sampling}; {:.0} s.\n\n",

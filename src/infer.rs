@@ -51,6 +51,47 @@ pub struct PredictorOptions {
     pub dropout: bool,
     /// What the convolutions run in.
     pub precision: Precision,
+    /// Dropout at sampling time, where it differs from training's.
+    pub test_dropout: TestDropout,
+}
+
+/// MC dropout at sampling time with another rate or at other positions than the model was
+/// trained with (the weights stay as they are): for studying what sampling does, e.g. why it
+/// does or does not beat weight averaging. `None` fields keep the model's own setting.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TestDropout {
+    pub rate: Option<f64>,
+    pub after: Option<Vec<String>>,
+}
+
+impl TestDropout {
+    /// The model's config as sampling should see it; refuses what no network could run.
+    pub(crate) fn apply(&self, config: &mut ModelConfig) -> Result<()> {
+        if let Some(p) = self.rate {
+            ensure!(
+                (0.0..1.0).contains(&p),
+                "--dropout-rate must be in [0, 1), got {p}"
+            );
+            config.dropout = p;
+        }
+        if let Some(after) = &self.after {
+            config.dropout_after = Some(after.clone());
+            if let Err(e) = config.validate() {
+                bail!(
+                    "--dropout-after {}: {}",
+                    after.join(","),
+                    e.to_string()
+                        .replace("`model.dropout_after` entry", "entry")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anything differs from the model's own dropout.
+    pub fn is_set(&self) -> bool {
+        self.rate.is_some() || self.after.is_some()
+    }
 }
 
 /// A loaded network, ready to predict.
@@ -83,7 +124,9 @@ impl Predictor {
             })?,
         };
         crate::batch::check_precision(options.precision, options.device)?;
-        let (_, mut net, _) = checkpoint::load_model(&path, options.device)?;
+        let (_, mut net, _) = checkpoint::load_model_as(&path, options.device, |config| {
+            options.test_dropout.apply(config)
+        })?;
         net.fold_batchnorm();
         net.set_precision(options.precision);
         Ok(Predictor {

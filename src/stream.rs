@@ -92,6 +92,7 @@ pub(crate) mod tests {
             },
             dropout: true,
             precision,
+            test_dropout: Default::default(),
         })
         .unwrap()
     }

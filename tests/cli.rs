@@ -327,6 +327,8 @@ fn bad_inputs_end_in_one_line_errors() {
         ("good.png --settle-step 0", "--settle-step"),
         ("good.png --settle-uncertainty nan", "--settle-uncertainty"),
         ("good.png --device tpu", "--device"),
+        ("good.png --dropout-rate 1.5", "--dropout-rate"),
+        ("good.png --dropout-after enc9", "enc9"),
         ("good.png --out blocker/sub", "output folder"),
     ];
     if !tch::Cuda::is_available() {
@@ -452,6 +454,24 @@ fn train_then_eval_on_a_tiny_synthetic_dataset() {
     for f in "report.md reliability.png accuracy_vs_kept.png per_class_iou.png".split(' ') {
         assert!(d.path("eval").join(f).is_file(), "missing {f}");
     }
+    assert!(report.get("test_dropout").is_none(), "sampled as trained");
+    // Sampling with dropout at rate 0 is weight averaging: the same scores, and the report
+    // says how it sampled.
+    d.segnet(&format!(
+        "eval {eval}-p0 --samples 3 --no-adaptive --dropout-rate 0"
+    ))
+    .assert()
+    .success();
+    let p0 = json(&d.path("eval-p0/report.json"));
+    assert_eq!(p0["test_dropout"]["rate"], 0.0);
+    for score in ["global_accuracy", "mean_iou"] {
+        assert_eq!(
+            p0["mc_dropout"][score], p0["weight_averaging"][score],
+            "{score}"
+        );
+    }
+    let md = std::fs::read_to_string(d.path("eval-p0/report.md")).unwrap();
+    assert!(md.contains("dropout at sampling time p = 0"), "{md}");
     // eval's weight-averaging accuracy is the one recomputed from the class maps infer writes
     // with dropout off, and it is learned: the biggest class covers half of the pixels, and
     // this run measured 0.96.

@@ -220,10 +220,21 @@ pub(crate) fn load_into(vs: &mut nn::VarStore, ckpt: &Checkpoint, path: &Path) -
 
 /// Reads a model file and builds its network on `device`.
 pub fn load_model(path: &Path, device: Device) -> Result<(nn::VarStore, SegNet, Checkpoint)> {
-    let ckpt = read(path)?;
+    load_model_as(path, device, |_| Ok(()))
+}
+
+/// [`load_model`], with the stored config changed by `adjust` before the network is built:
+/// for settings that leave the weights as they are (test-time dropout).
+pub(crate) fn load_model_as(
+    path: &Path,
+    device: Device,
+    adjust: impl FnOnce(&mut ModelConfig) -> Result<()>,
+) -> Result<(nn::VarStore, SegNet, Checkpoint)> {
+    let mut ckpt = read(path)?;
     ckpt.config
         .validate()
         .with_context(|| format!("model {}: stored config is invalid", path.display()))?;
+    adjust(&mut ckpt.config)?;
     let mut vs = nn::VarStore::new(device);
     let net = SegNet::new(&vs.root(), &ckpt.config);
     load_into(&mut vs, &ckpt, path)?;

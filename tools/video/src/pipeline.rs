@@ -393,6 +393,7 @@ mod tests {
             },
             dropout: true,
             precision: Precision::Fp32,
+            test_dropout: Default::default(),
         })
         .unwrap()
     }
