@@ -584,6 +584,7 @@ mod tests {
             images: 3,
             samples: 50,
             adaptive: false,
+            test_dropout: None,
             samples_used: SamplesUsed {
                 mean: 50.0,
                 min: 50,
