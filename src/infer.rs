@@ -58,7 +58,7 @@ pub struct PredictorOptions {
 /// MC dropout at sampling time with another rate or at other positions than the model was
 /// trained with (the weights stay as they are): for studying what sampling does, e.g. why it
 /// does or does not beat weight averaging. `None` fields keep the model's own setting.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestDropout {
     pub rate: Option<f64>,
     pub after: Option<Vec<String>>,
@@ -102,6 +102,8 @@ pub struct Predictor {
     device: Device,
     pub opts: McOptions,
     pub dropout: bool,
+    /// Sampling's dropout where it differs from the model's own (`None`: as trained).
+    pub test_dropout: Option<TestDropout>,
     /// Whether [`Predictor::bounded_size`] has said that it scales images down.
     scaled_note: AtomicBool,
 }
@@ -135,6 +137,10 @@ impl Predictor {
             device: options.device,
             opts: options.mc,
             dropout: options.dropout,
+            test_dropout: options
+                .test_dropout
+                .is_set()
+                .then(|| options.test_dropout.clone()),
             scaled_note: AtomicBool::new(false),
         })
     }
@@ -261,6 +267,8 @@ struct Settings {
     uncertainty: Vec<Measure>,
     scale: String,
     alpha: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    test_dropout: Option<TestDropout>,
 }
 
 impl Settings {
@@ -274,6 +282,7 @@ impl Settings {
             uncertainty: args.uncertainty.clone(),
             scale: format!("{:?}", args.scale),
             alpha: args.alpha,
+            test_dropout: predictor.test_dropout.clone(),
         }
     }
 }

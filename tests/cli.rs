@@ -1071,6 +1071,29 @@ fn the_output_folder_is_never_read_as_input() {
 }
 
 #[test]
+fn a_rerun_with_another_test_time_dropout_recomputes_and_records_it() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    scenes(&d, 2);
+    let args = format!("infer in --model {model} --samples 2 --seed 1 --out o");
+    d.segnet(&args).assert().success();
+    let summary = |d: &Scratch| json(&d.path("o/s0.json"));
+    assert!(summary(&d)["settings"].get("test_dropout").is_none());
+    let other = format!("{args} --dropout-rate 0.2 --dropout-after dec3");
+    d.segnet(&other)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("already done").not());
+    let settings = &summary(&d)["settings"]["test_dropout"];
+    assert_eq!(settings["rate"], 0.2);
+    assert_eq!(settings["after"], serde_json::json!(["dec3"]));
+    d.segnet(&other)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 of 2 images already done"));
+}
+
+#[test]
 fn one_shard_or_three_give_byte_identical_outputs_and_merged_tables() {
     let d = Scratch::new();
     let model = tiny_model(&d, "segnet");

@@ -331,6 +331,7 @@ fn settings(
         },
         seed: predictor.opts.seed,
         dropout: predictor.dropout,
+        test_dropout: predictor.test_dropout.clone(),
         mode: sampler.mode().into(),
         adaptive: predictor.opts.adaptive.filter(|_| predictor.dropout),
         temporal,

@@ -133,6 +133,9 @@ pub(crate) struct Settings {
     pub(crate) samples: usize,
     pub(crate) seed: Option<u64>,
     pub(crate) dropout: bool,
+    /// `--dropout-rate` / `--dropout-after`, where set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) test_dropout: Option<segnet_bayes::infer::TestDropout>,
     /// `per-frame` or `temporal`.
     pub(crate) mode: String,
     /// Adaptive stopping (per-frame samples and the temporal state's full estimates).
@@ -320,6 +323,7 @@ mod tests {
             samples: 2,
             seed: None,
             dropout: true,
+            test_dropout: None,
             mode: "temporal".into(),
             adaptive: Some(Settle::default()),
             temporal: None,
