@@ -29,6 +29,21 @@ impl Arch {
         }
     }
 
+    /// Whether `name` is one of this architecture's stages (`enc1`.., `dec1`..), or why not.
+    pub(crate) fn check_stage(self, name: &str) -> Result<()> {
+        let n = self.stages();
+        let ok = ["enc", "dec"].iter().any(|p| {
+            name.strip_prefix(p)
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| (1..=n).contains(&i))
+        });
+        ensure!(
+            ok,
+            "`{name}` is not a stage of {self:?}: use enc1..enc{n} or dec{n}..dec1"
+        );
+        Ok(())
+    }
+
     /// Bayesian SegNet's dropout placement: the central encoders and decoders.
     fn central_dropout(self) -> Vec<String> {
         let names: &[&str] = match self {
@@ -137,18 +152,10 @@ impl ModelConfig {
             "`model.dropout` must be in [0, 1), got {}",
             self.dropout
         );
-        let n = self.arch.stages();
         for s in self.dropout_stages() {
-            let ok = ["enc", "dec"].iter().any(|p| {
-                s.strip_prefix(p)
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .is_some_and(|i| (1..=n).contains(&i))
-            });
-            ensure!(
-                ok,
-                "`model.dropout_after` entry `{s}` is not a stage of {:?}: use enc1..enc{n} or dec{n}..dec1",
-                self.arch
-            );
+            if let Err(e) = self.arch.check_stage(&s) {
+                bail!("`model.dropout_after` entry {e}");
+            }
         }
         if let Some([h, w]) = self.input_size {
             ensure!(

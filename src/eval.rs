@@ -278,9 +278,7 @@ impl Tally {
 
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.device.init()?;
-    let options = args.sampling.options(device, true)?;
-    let test_dropout = options.test_dropout.clone();
-    let predictor = Predictor::load(&options)?;
+    let predictor = Predictor::load(&args.sampling.options(device, true)?)?;
     let model = predictor.config().clone();
     let data_cfg = DataConfig {
         root: args.data.clone(),
@@ -338,7 +336,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         images: pairs.len(),
         samples: predictor.opts.samples,
         adaptive: predictor.opts.adaptive.is_some(),
-        test_dropout: test_dropout.is_set().then_some(test_dropout),
+        test_dropout: predictor.test_dropout.clone(),
         samples_used: SamplesUsed::of(&used),
         seconds: start.elapsed().as_secs_f64(),
         weight_averaging: wa.scores(&model.class_names),

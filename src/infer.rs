@@ -75,15 +75,12 @@ impl TestDropout {
             config.dropout = p;
         }
         if let Some(after) = &self.after {
-            config.dropout_after = Some(after.clone());
-            if let Err(e) = config.validate() {
-                bail!(
-                    "--dropout-after {}: {}",
-                    after.join(","),
-                    e.to_string()
-                        .replace("`model.dropout_after` entry", "entry")
-                );
+            for s in after {
+                if let Err(e) = config.arch.check_stage(s) {
+                    bail!("--dropout-after: {e}");
+                }
             }
+            config.dropout_after = Some(after.clone());
         }
         Ok(())
     }
