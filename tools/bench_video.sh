@@ -17,7 +17,9 @@
 # Runs that finished are kept and not redone (delete a run's folder to redo it). The reference
 # takes about 12 minutes on an idle 2-core CPU and much longer on a busy one: the load average
 # is recorded beside the table, since the frames/s depend on it.
-# Knobs: VIDEO (another video), FRAMES (first N frames only), SKIP_VAL=1, SKIP_SEED2=1.
+# Knobs: VIDEO (another video), FRAMES (first N frames only), SKIP_VAL=1, SKIP_SEED2=1, CURVE=1
+# (also temporal aggregation with 4, 8 and 40 passes a frame: how close to the reference the
+# blend can get with more samples; the 40-pass run costs as much as the reference).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -48,6 +50,12 @@ run adaptive --no-temporal --seed 1
 run temporal-k1 --passes 1 --seed 1
 run temporal-k2 --passes 2 --seed 1
 modes=(t8 adaptive temporal-k1 temporal-k2)
+if [[ ${CURVE:-0} == 1 ]]; then
+  for k in 4 8 40; do
+    run temporal-k$k --passes $k --seed 1
+    modes+=(temporal-k$k)
+  done
+fi
 if [[ ${SKIP_SEED2:-0} != 1 ]]; then
   run t40-seed2 --no-temporal --no-adaptive --samples 40 --seed 2
   modes+=(t40-seed2)
