@@ -54,6 +54,20 @@ impl Arch {
     }
 }
 
+/// How an image becomes the network's input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputNorm {
+    /// `(v - model.mean) / model.std` per channel, the same for every image.
+    #[default]
+    Fixed,
+    /// Each channel standardised by its own mean and standard deviation over the image (at the
+    /// network's input size): a global change of brightness, contrast or colour cast, as at
+    /// dusk, reaches the network as nearly the same input. `model.mean` and `model.std` are
+    /// then unused.
+    PerImage,
+}
+
 /// The network. Saved in every checkpoint's metadata, so weights always travel with the
 /// architecture they belong to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,9 +86,10 @@ pub struct ModelConfig {
     /// Network input size `[height, width]`; images are resized to it and the outputs resized
     /// back. `null`: run at each image's own size.
     pub input_size: Option<[i64; 2]>,
-    /// Per-channel normalisation applied to RGB in [0, 1].
+    /// Per-channel normalisation applied to RGB in [0, 1] (with `input_norm: fixed`).
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub input_norm: InputNorm,
     /// Class names, `classes` of them (void excluded).
     pub class_names: Vec<String>,
     /// RGB colour per class, `classes + 1` of them (the last is void).
@@ -122,6 +137,7 @@ impl Default for ModelConfig {
             input_size: None,
             mean: [0.39, 0.41, 0.43],
             std: [0.30, 0.31, 0.30],
+            input_norm: InputNorm::Fixed,
             class_names: CAMVID_CLASSES.iter().map(|s| s.to_string()).collect(),
             palette: CAMVID_PALETTE.to_vec(),
         }
@@ -530,6 +546,30 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn every_shipped_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 4, "{seen} configs in {}", dir.display());
+        let lean = Config::load(&dir.join("camvid-lean.yaml")).unwrap();
+        assert_eq!(lean.model.input_norm, InputNorm::PerImage);
+    }
+
+    #[test]
+    fn input_norm_takes_its_two_names_only() {
+        let cfg: Config = serde_yaml::from_str("model:\n  input_norm: per-image\n").unwrap();
+        assert_eq!(cfg.model.input_norm, InputNorm::PerImage);
+        let err = serde_yaml::from_str::<Config>("model:\n  input_norm: image\n").unwrap_err();
+        assert!(err.to_string().contains("per-image"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 use image::{ImageReader, RgbImage};
 use tch::{Kind, Tensor};
 
+use crate::config::{InputNorm, ModelConfig};
+
 /// Smallest side the networks accept (five 2x2 pools must leave at least one pixel).
 pub const MIN_SIDE: u32 = 32;
 
@@ -76,6 +78,26 @@ pub(crate) fn to_tensor(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Tensor
         .to_kind(Kind::Float)
 }
 
+/// The network input for an image already at the network's size, as `model.input_norm` says.
+///
+/// # Shapes
+/// returns `[3, H, W]`.
+pub(crate) fn network_input(img: &RgbImage, model: &ModelConfig) -> Tensor {
+    match model.input_norm {
+        InputNorm::Fixed => to_tensor(img, model.mean, model.std),
+        InputNorm::PerImage => standardise(&to_tensor(img, [0.0; 3], [1.0; 3])),
+    }
+}
+
+/// Each channel of `[3, H, W]` minus its mean over the image, divided by its standard
+/// deviation (at least 0.01, so that a flat image stays finite).
+pub(crate) fn standardise(t: &Tensor) -> Tensor {
+    let dims: &[i64] = &[1, 2];
+    let mean = t.mean_dim(dims, true, Kind::Float);
+    let std = t.std_dim(dims, false, true).clamp_min(0.01);
+    (t - mean) / std
+}
+
 /// Resizes to `[height, width]` with bilinear filtering (a no-op when already that size).
 pub(crate) fn resize_rgb(img: &RgbImage, size: [i64; 2]) -> RgbImage {
     let (h, w) = (size[0] as u32, size[1] as u32);
@@ -97,6 +119,43 @@ mod tests {
         assert_eq!(t.size(), vec![3, 1, 2]);
         let v: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap();
         assert_eq!(v, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.4]);
+    }
+
+    #[test]
+    fn per_image_input_ignores_a_global_change_of_brightness_and_contrast() {
+        let model = ModelConfig {
+            input_norm: InputNorm::PerImage,
+            ..ModelConfig::default()
+        };
+        let img = RgbImage::from_fn(16, 12, |x, y| {
+            image::Rgb([(x * 15) as u8, (y * 20) as u8, ((x + y) * 9) as u8])
+        });
+        // Darker and flatter, with a cast: v / 2 + (10, 20, 30), exact in 8 bits for even v.
+        let even = RgbImage::from_fn(16, 12, |x, y| {
+            let p = img.get_pixel(x, y);
+            image::Rgb([p[0] & !1, p[1] & !1, p[2] & !1])
+        });
+        let dusk = RgbImage::from_fn(16, 12, |x, y| {
+            let p = even.get_pixel(x, y);
+            image::Rgb([p[0] / 2 + 10, p[1] / 2 + 20, p[2] / 2 + 30])
+        });
+        let (a, b) = (network_input(&even, &model), network_input(&dusk, &model));
+        assert!(a.allclose(&b, 1e-5, 1e-5, false));
+        let per_channel = |t: &Tensor| {
+            Vec::<f32>::try_from(t.mean_dim(&[1i64, 2][..], false, Kind::Float)).unwrap()
+        };
+        assert!(per_channel(&a).iter().all(|m| m.abs() < 1e-5));
+        // The fixed normalisation tells them apart.
+        let fixed = ModelConfig::default();
+        assert!(!network_input(&even, &fixed).allclose(
+            &network_input(&dusk, &fixed),
+            1e-2,
+            1e-2,
+            false
+        ));
+        // A flat image stays finite.
+        let flat = network_input(&RgbImage::new(32, 32), &model);
+        assert_eq!(flat.abs().max().double_value(&[]), 0.0);
     }
 
     #[test]

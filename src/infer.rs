@@ -165,7 +165,7 @@ impl Predictor {
             }
             None => img,
         };
-        image_io::to_tensor(img, cfg.mean, cfg.std).to_device(self.device)
+        image_io::network_input(img, cfg).to_device(self.device)
     }
 
     /// For a model without an input size, which runs at each image's own size: a smaller size

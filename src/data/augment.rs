@@ -6,7 +6,8 @@
 use anyhow::{ensure, Result};
 use tch::Tensor;
 
-use crate::config::AugmentConfig;
+use crate::config::{AugmentConfig, InputNorm, ModelConfig};
+use crate::image_io;
 use crate::rng::SplitMix64;
 
 /// An RGB image as three planes of `f32` in [0, 1] (values may leave the range between steps).
@@ -66,6 +67,14 @@ impl Planes {
             .map(|(i, v)| (v - mean[i / hw]) / std[i / hw])
             .collect();
         Tensor::from_slice(&data).view([3, self.h as i64, self.w as i64])
+    }
+
+    /// The network input, as `model.input_norm` says (see `image_io::network_input`).
+    pub(super) fn network_input(&self, model: &ModelConfig) -> Tensor {
+        match model.input_norm {
+            InputNorm::Fixed => self.to_tensor(model.mean, model.std),
+            InputNorm::PerImage => image_io::standardise(&self.to_tensor([0.0; 3], [1.0; 3])),
+        }
     }
 
     fn pixel(&self, i: usize) -> [f32; 3] {

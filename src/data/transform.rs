@@ -110,7 +110,7 @@ pub(crate) fn transform(
     }
     let label: Vec<i64> = label.into_iter().map(i64::from).collect();
     Example {
-        image: image.to_tensor(model.mean, model.std),
+        image: image.network_input(model),
         label: Tensor::from_slice(&label).view([th as i64, tw as i64]),
     }
 }
@@ -173,6 +173,28 @@ mod tests {
         assert_eq!(ex.label.kind(), tch::Kind::Int64);
         let row: Vec<i64> = Vec::try_from(ex.label.get(0)).unwrap();
         assert_eq!(row, [vec![0; 20], vec![1; 20]].concat());
+    }
+
+    #[test]
+    fn training_examples_follow_the_model_input_norm() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_pair(dir.path(), "train", "a", 64, 48);
+        let mut m = model(2, Some([32, 40]));
+        m.input_norm = crate::config::InputNorm::PerImage;
+        let ex = prepare(&p, &data(dir.path()), &m, Some(3)).unwrap();
+        let means: Vec<f32> =
+            Vec::try_from(ex.image.mean_dim(&[1i64, 2][..], false, tch::Kind::Float)).unwrap();
+        assert!(means.iter().all(|v| v.abs() < 1e-4), "{means:?}");
+        // What inference feeds the network for the same pixels.
+        let (img, _) = load_pair(&p, &data(dir.path()), &m).unwrap();
+        let resized = crate::image_io::resize_rgb(&img, [32, 40]);
+        let plain = prepare(&p, &data(dir.path()), &m, None).unwrap();
+        assert!(plain.image.allclose(
+            &crate::image_io::network_input(&resized, &m),
+            1e-5,
+            1e-5,
+            false
+        ));
     }
 
     /// Label 0 must sit exactly where the image is red, whatever the augmentation did.

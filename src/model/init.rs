@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use tch::nn;
 
 use super::checkpoint::{self, STATE_PREFIX};
-use crate::config::ModelConfig;
+use crate::config::{InputNorm, ModelConfig};
 
 /// What [`load_matching`] copied and what it left.
 #[derive(Debug, Default, PartialEq)]
@@ -102,7 +102,14 @@ pub(crate) fn load_matching(
     report.reinitialised.sort();
     report.missing.sort();
     report.unused.sort();
-    if (from.mean, from.std) != (target.mean, target.std) {
+    if from.input_norm != target.input_norm {
+        report.notes.push(format!(
+            "the file was trained with `model.input_norm` {:?}, this config uses {:?}",
+            from.input_norm, target.input_norm
+        ));
+    } else if target.input_norm == InputNorm::Fixed
+        && (from.mean, from.std) != (target.mean, target.std)
+    {
         report.notes.push(format!(
             "the file was trained with `model.mean` {:?} and `model.std` {:?}, this config normalises with {:?} and {:?}",
             from.mean, from.std, target.mean, target.std
