@@ -83,15 +83,24 @@ pub(crate) fn to_tensor(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Tensor
 /// # Shapes
 /// returns `[3, H, W]`.
 pub(crate) fn network_input(img: &RgbImage, model: &ModelConfig) -> Tensor {
+    normalised(model, |mean, std| to_tensor(img, mean, std))
+}
+
+/// The one place `model.input_norm` is applied, for inference ([`network_input`]) and training
+/// (`data::augment::Planes`): `to_tensor(mean, std)` gives `[3, H, W]` as `(v - mean) / std`.
+pub(crate) fn normalised(
+    model: &ModelConfig,
+    to_tensor: impl Fn([f32; 3], [f32; 3]) -> Tensor,
+) -> Tensor {
     match model.input_norm {
-        InputNorm::Fixed => to_tensor(img, model.mean, model.std),
-        InputNorm::PerImage => standardise(&to_tensor(img, [0.0; 3], [1.0; 3])),
+        InputNorm::Fixed => to_tensor(model.mean, model.std),
+        InputNorm::PerImage => standardise(&to_tensor([0.0; 3], [1.0; 3])),
     }
 }
 
 /// Each channel of `[3, H, W]` minus its mean over the image, divided by its standard
 /// deviation (at least 0.01, so that a flat image stays finite).
-pub(crate) fn standardise(t: &Tensor) -> Tensor {
+fn standardise(t: &Tensor) -> Tensor {
     let dims: &[i64] = &[1, 2];
     let mean = t.mean_dim(dims, true, Kind::Float);
     let std = t.std_dim(dims, false, true).clamp_min(0.01);

@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 use tch::Tensor;
 
-use crate::config::{AugmentConfig, InputNorm, ModelConfig};
+use crate::config::{AugmentConfig, ModelConfig};
 use crate::image_io;
 use crate::rng::SplitMix64;
 
@@ -71,10 +71,7 @@ impl Planes {
 
     /// The network input, as `model.input_norm` says (see `image_io::network_input`).
     pub(super) fn network_input(&self, model: &ModelConfig) -> Tensor {
-        match model.input_norm {
-            InputNorm::Fixed => self.to_tensor(model.mean, model.std),
-            InputNorm::PerImage => image_io::standardise(&self.to_tensor([0.0; 3], [1.0; 3])),
-        }
+        image_io::normalised(model, |mean, std| self.to_tensor(mean, std))
     }
 
     fn pixel(&self, i: usize) -> [f32; 3] {
