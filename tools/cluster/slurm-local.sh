@@ -146,7 +146,11 @@ for _ in $(seq 100); do
 done
 say "killed infer task 1 (pid $pid) with SIGKILL after $killed_at of its 3 frames: $state ($(elapsed))"
 scontrol requeue "${jid_infer}_1"
-# A requeued job waits two minutes before it is eligible again; let it start now.
+# A requeued job waits two minutes before it is eligible again; let it start now, but not within
+# the second its first run ended: slurmd revokes the killed run's job credential, compared in
+# whole seconds, so a relaunch within that second is refused ("Job credential
+# revoked", exit 1 without a line of output), which made this check flaky.
+sleep 2
 scontrol update JobId="${jid_infer}_1" StartTime=now
 
 for _ in $(seq 1200); do
@@ -154,7 +158,11 @@ for _ in $(seq 1200); do
   sleep 0.5
 done
 [[ -z $(squeue -h -j "$jid_infer,$jid_video" 2>/dev/null) ]] || fail "the arrays did not finish in 600 s"
-grep -q "already done" "$w/log/infer-1.out" || fail "the requeued task did not skip its finished frame"
+grep -q "already done" "$w/log/infer-1.out" || {
+  tail -n 5 "$w/log/infer-1.out" >&2
+  grep -h "JobId=${jid_infer}_1\b" "$w/log/slurmctld.log" | tail -n 4 >&2
+  fail "the requeued task did not skip its finished frame"
+}
 say "arrays done ($(elapsed)); the requeued task: $(grep -h 'already done' "$w/log/infer-1.out")"
 say "restarts of infer task 1: $(scontrol show job "${jid_infer}_1" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')"
 
