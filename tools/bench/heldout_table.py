@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Tables of held-out-sequence runs (README "Lighting on unseen drives").
+
+    heldout_table.py DIR
+
+DIR holds one folder per run, named `cpu<H>-<recipe>@<SEQ>` (for example
+`cpu120-normphoto@0006R0`), each with the run's `config.yaml` and `log.jsonl` and two `eval`
+reports on the held-out sequence SEQ: `model.json` (the run's final model: best held-out epoch,
+batch norm re-estimated with dropout on) and `last-recal.json` (the last epoch, re-estimated the
+same way). Prints a table with every run, then per input size the final models' mIoU (weight
+averaging) by recipe and held-out sequence, with the mean over all folds and over the daylight
+ones. Standard library only.
+"""
+import json
+import os
+import re
+import sys
+
+RECIPES = {
+    "base": "fixed norm",
+    "photo": "fixed norm + photometric",
+    "norm": "per-image norm",
+    "normphoto": "per-image norm + photometric",
+}
+DUSK = {"0001TP"}
+
+
+def pct(x):
+    return f"{100 * x:.1f}"
+
+
+def load(run_dir):
+    name = os.path.basename(run_dir)
+    m = re.fullmatch(r"cpu\d+-(\w+)@(\w+)", name)
+    if not m or m.group(1) not in RECIPES:
+        return None
+    if not os.path.exists(os.path.join(run_dir, "log.jsonl")):
+        return None  # an evaluation still running: its folder exists, its files come last
+    cfg = open(os.path.join(run_dir, "config.yaml")).read()
+    size = re.search(r"input_size:\s*\n\s*-\s*(\d+)\s*\n\s*-\s*(\d+)", cfg)
+    log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+    reports = {}
+    for kind in ("model", "last-recal"):
+        path = os.path.join(run_dir, kind + ".json")
+        if os.path.exists(path):
+            reports[kind] = json.load(open(path))
+    return {
+        "recipe": m.group(1),
+        "seq": m.group(2),
+        "size": f"{size.group(1)}x{size.group(2)}" if size else "?",
+        "epochs": log[-1]["epoch"],
+        "val": [r["val_miou"] for r in log if r.get("val_miou") is not None],
+        "reports": reports,
+    }
+
+
+def cells(report):
+    if report is None:
+        return "-", "-", "-"
+    wa, mc = report["weight_averaging"], report["mc_dropout"]
+    return (
+        f"{pct(wa['mean_iou'])} / {pct(mc['mean_iou'])}",
+        pct(wa["global_accuracy"]),
+        f"{pct(wa['ece'])} / {pct(mc['ece'])}",
+    )
+
+
+def main():
+    root = sys.argv[1]
+    runs = [r for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
+    order = list(RECIPES)
+    runs.sort(key=lambda r: (r["size"], r["seq"], order.index(r["recipe"])))
+    print("| recipe | held out | input | epochs | held-out mIoU in training: best (epoch) / "
+          "mean of last 5 | final: mIoU WA / MC | global WA | ECE WA / MC | last epoch: mIoU "
+          "WA / MC | global WA | ECE WA / MC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        v = r["val"]
+        best = max(v)
+        trend = f"{pct(best)} ({1 + v.index(best)}) / {pct(sum(v[-5:]) / len(v[-5:]))}"
+        final = cells(r["reports"].get("model"))
+        last = cells(r["reports"].get("last-recal"))
+        print(f"| {RECIPES[r['recipe']]} | {r['seq']} | {r['size']} | {r['epochs']} | {trend} | "
+              + " | ".join(final + last) + " |")
+
+    for size in sorted({r["size"] for r in runs}):
+        here = [r for r in runs if r["size"] == size and "model" in r["reports"]]
+        seqs = sorted({r["seq"] for r in here})
+        print()
+        print(f"Final models at {size}, mIoU with weight averaging (MC in brackets):")
+        print()
+        print("| recipe | " + " | ".join(seqs) + " | mean, all folds | mean, daylight folds |")
+        print("|---|" + "---|" * (len(seqs) + 2))
+        for recipe in order:
+            got = {r["seq"]: r["reports"]["model"] for r in here if r["recipe"] == recipe}
+            if not got:
+                continue
+            row = []
+            for s in seqs:
+                rep = got.get(s)
+                row.append("-" if rep is None else
+                           f"{pct(rep['weight_averaging']['mean_iou'])} "
+                           f"({pct(rep['mc_dropout']['mean_iou'])})")
+
+            def mean(keep):
+                xs = [got[s]["weight_averaging"]["mean_iou"] for s in seqs if s in got and keep(s)]
+                want = [s for s in seqs if keep(s)]
+                return pct(sum(xs) / len(xs)) if xs and len(xs) == len(want) else "-"
+
+            row += [mean(lambda s: True), mean(lambda s: s not in DUSK)]
+            print(f"| {RECIPES[recipe]} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
