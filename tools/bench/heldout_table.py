@@ -3,13 +3,13 @@
 
     heldout_table.py DIR
 
-DIR holds one folder per run, named `cpu<H>-<recipe>@<SEQ>` (for example
-`cpu120-normphoto@0006R0`), each with the run's `config.yaml` and `log.jsonl` and two `eval`
+DIR holds one folder per run, named `cpu<H>[s<SEED>]-<recipe>@<SEQ>` (for example
+`cpu120-normphoto@0006R0`, or `cpu120s1-base@0006R0` for a run with `train.seed=1`), each with the run's `config.yaml` and `log.jsonl` and two `eval`
 reports on the held-out sequence SEQ: `model.json` (the run's final model: best held-out epoch,
 batch norm re-estimated with dropout on) and `last-recal.json` (the last epoch, re-estimated the
 same way). Prints a table with every run, then per input size the final models' mIoU (weight
-averaging) by recipe and held-out sequence, with the mean over all folds and over the daylight
-ones. Standard library only.
+averaging) by recipe and held-out sequence (seed 0), with the mean over all folds and over the
+daylight ones, and the cells run with more than one seed. Standard library only.
 """
 import json
 import os
@@ -31,13 +31,14 @@ def pct(x):
 
 def load(run_dir):
     name = os.path.basename(run_dir)
-    m = re.fullmatch(r"cpu\d+-(\w+)@(\w+)", name)
+    m = re.fullmatch(r"cpu\d+(?:s\d+)?-(\w+)@(\w+)", name)
     if not m or m.group(1) not in RECIPES:
         return None
     if not os.path.exists(os.path.join(run_dir, "log.jsonl")):
         return None  # an evaluation still running: its folder exists, its files come last
     cfg = open(os.path.join(run_dir, "config.yaml")).read()
     size = re.search(r"input_size:\s*\n\s*-\s*(\d+)\s*\n\s*-\s*(\d+)", cfg)
+    seed = re.search(r"\n  seed: (\d+)", cfg)
     log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
     reports = {}
     for kind in ("model", "last-recal"):
@@ -48,6 +49,7 @@ def load(run_dir):
         "recipe": m.group(1),
         "seq": m.group(2),
         "size": f"{size.group(1)}x{size.group(2)}" if size else "?",
+        "seed": int(seed.group(1)) if seed else 0,
         "epochs": log[-1]["epoch"],
         "val": [r["val_miou"] for r in log if r.get("val_miou") is not None],
         "reports": reports,
@@ -69,22 +71,23 @@ def main():
     root = sys.argv[1]
     runs = [r for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
     order = list(RECIPES)
-    runs.sort(key=lambda r: (r["size"], r["seq"], order.index(r["recipe"])))
-    print("| recipe | held out | input | epochs | held-out mIoU in training: best (epoch) / "
+    runs.sort(key=lambda r: (r["size"], r["seq"], order.index(r["recipe"]), r["seed"]))
+    print("| recipe | held out | input | seed | epochs | held-out mIoU in training: best (epoch) / "
           "mean of last 5 | final: mIoU WA / MC | global WA | ECE WA / MC | last epoch: mIoU "
           "WA / MC | global WA | ECE WA / MC |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         v = r["val"]
         best = max(v)
         trend = f"{pct(best)} ({1 + v.index(best)}) / {pct(sum(v[-5:]) / len(v[-5:]))}"
         final = cells(r["reports"].get("model"))
         last = cells(r["reports"].get("last-recal"))
-        print(f"| {RECIPES[r['recipe']]} | {r['seq']} | {r['size']} | {r['epochs']} | {trend} | "
+        print(f"| {RECIPES[r['recipe']]} | {r['seq']} | {r['size']} | {r['seed']} | {r['epochs']} "
+              f"| {trend} | "
               + " | ".join(final + last) + " |")
 
     for size in sorted({r["size"] for r in runs}):
-        here = [r for r in runs if r["size"] == size and "model" in r["reports"]]
+        here = [r for r in runs if r["size"] == size and r["seed"] == 0 and "model" in r["reports"]]
         seqs = sorted({r["seq"] for r in here})
         print()
         print(f"Final models at {size}, mIoU with weight averaging (MC in brackets):")
@@ -109,6 +112,22 @@ def main():
 
             row += [mean(lambda s: True), mean(lambda s: s not in DUSK)]
             print(f"| {RECIPES[recipe]} | " + " | ".join(row) + " |")
+
+    cells_seeds = {}
+    for r in runs:
+        if "model" in r["reports"]:
+            cells_seeds.setdefault((r["size"], r["seq"], r["recipe"]), []).append(r)
+    repeated = {k: v for k, v in cells_seeds.items() if len(v) > 1}
+    if repeated:
+        print()
+        print("Cells run with more than one seed, final models, mIoU WA / MC per seed:")
+        print()
+        print("| recipe | held out | input | per seed | spread WA |")
+        print("|---|---|---|---|---|")
+        for (size, seq, recipe), rs in sorted(repeated.items()):
+            was = [r["reports"]["model"]["weight_averaging"]["mean_iou"] for r in rs]
+            per = ", ".join(f"seed {r['seed']}: {cells(r['reports']['model'])[0]}" for r in rs)
+            print(f"| {RECIPES[recipe]} | {seq} | {size} | {per} | {pct(max(was) - min(was))} |")
 
 
 if __name__ == "__main__":
