@@ -45,8 +45,8 @@ common=(--device "$dev" --threads 2 --set data.loader_threads=2)
 # rows vary are pinned to the base's here (fixed input normalisation, no photometric jitter, no
 # blur, noise or rotation; flips and scale 0.75-1.25 stay from the config), and each row's flags,
 # which come after, set its own. Without this a recipe change in camvid-lean.yaml would reach
-# every row, the base included (its photometric jitter of 2026-11-27 made `per-image-norm` the
-# same run as `norm-photo`).
+# every row, the base included (its photometric jitter of 2026-11-27 would have made
+# `per-image-norm` the same run as `norm-photo`).
 common+=(--set model.input_norm=fixed --set data.augment.brightness=0 --set data.augment.contrast=0
   --set data.augment.saturation=0 --set data.augment.hue=0 --set data.augment.gamma=0
   --set data.augment.blur=0 --set data.augment.noise=0 --set data.augment.rotate=0)
