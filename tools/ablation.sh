@@ -41,12 +41,13 @@ else
 fi
 # Per run: two loader threads and two libtorch threads, so six runs share 16 cores.
 common=(--device "$dev" --threads 2 --set data.loader_threads=2)
-# The rows compare with one fixed base, whatever camvid-lean.yaml says today: the settings the
-# rows vary are pinned to the base's here (fixed input normalisation, no photometric jitter, no
-# blur, noise or rotation; flips and scale 0.75-1.25 stay from the config), and each row's flags,
-# which come after, set its own. Without this a recipe change in camvid-lean.yaml would reach
-# every row, the base included (its photometric jitter of 2026-11-27 would have made
-# `per-image-norm` the same run as `norm-photo`).
+# Input normalisation, the appearance augmentations and rotation are pinned to the values every
+# row of results.tsv so far was run with (fixed normalisation; no photometric jitter, blur, noise
+# or rotation), so that rows from different sessions stay comparable when camvid-lean.yaml
+# changes these; each row's flags come after and set its own. The other settings rows vary
+# (scale, schedule, weight decay, dropout, width, input size) still come from the config. Without
+# the pins, the config's photometric jitter of 2026-11-27 would have made `per-image-norm` the
+# same run as `norm-photo`.
 common+=(--set model.input_norm=fixed --set data.augment.brightness=0 --set data.augment.contrast=0
   --set data.augment.saturation=0 --set data.augment.hue=0 --set data.augment.gamma=0
   --set data.augment.blur=0 --set data.augment.noise=0 --set data.augment.rotate=0)

@@ -4,12 +4,13 @@
     heldout_table.py DIR
 
 DIR holds one folder per run, named `cpu<H>[s<SEED>]-<recipe>@<SEQ>` (for example
-`cpu120-normphoto@0006R0`, or `cpu120s1-base@0006R0` for a run with `train.seed=1`), each with the run's `config.yaml` and `log.jsonl` and two `eval`
-reports on the held-out sequence SEQ: `model.json` (the run's final model: best held-out epoch,
-batch norm re-estimated with dropout on) and `last-recal.json` (the last epoch, re-estimated the
-same way). Prints a table with every run, then per input size the final models' mIoU (weight
-averaging) by recipe and held-out sequence (seed 0), with the mean over all folds and over the
-daylight ones, and the cells run with more than one seed. Standard library only.
+`cpu120-normphoto@0006R0`, or `cpu120s1-base@0006R0` for a run with `train.seed=1`), each with
+the run's `config.yaml` and `log.jsonl` and two `eval` reports on the held-out sequence SEQ:
+`model.json` (the run's final model: best held-out epoch, batch norm re-estimated with dropout
+on) and `last-recal.json` (the last epoch, re-estimated the same way). Prints a table with every
+run, then per input size the final models' mIoU (weight averaging) by recipe and held-out
+sequence (seed 0), with the mean over all folds and over the daylight ones, and the cells run
+with more than one seed. Standard library only.
 """
 import json
 import os
