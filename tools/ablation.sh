@@ -16,6 +16,10 @@
 # run), runs.tgz (each run's log, config and eval report), and the optimiser
 # checkpoint of at most one run cut short, as parts under 16 MiB (tools/parts.sh), or else
 # the session's best model (by held-out mIoU) as parts.
+# The fold `all` trains on every labelled frame (train and val pooled, nothing held out: the
+# final model of a recipe) and is scored on val, frames it trained on; its held-out accuracy is
+# that of the same row's other folds. With nothing cut short, such a run's model comes back as
+# parts (else the session's best held-out model). configs/final.txt is that plan.
 # DEVICE=cpu SMOKE=1 runs the same steps briefly and tiny on a CPU, to check the script.
 set -uo pipefail
 if [[ $# -ne 5 ]]; then
@@ -93,10 +97,14 @@ for t in "${batch[@]}"; do
       cp "$state/$name.config.yaml" "$dir/config.yaml" && resume=(--resume)
     cp "$state/$name.log.jsonl" "$dir/log.jsonl" 2>/dev/null
   fi
+  hold=(--hold-out "$fold")
+  if [[ $fold == all ]]; then
+    hold=(--set data.train_split=train+val --set 'data.val_split=""' --set 'data.val_sequences=[]')
+  fi
   limit_s=$("$py" -c "print(int($mins * 60 + $grace))")
   # shellcheck disable=SC2086 # the plan's flags are words
   timeout -s KILL "$limit_s" "$bin" train --config "$base" --data "$data" --out "$dir" \
-    --hold-out "$fold" --max-minutes "$mins" "${common[@]}" $flags "${smoke[@]}" "${resume[@]}" \
+    "${hold[@]}" --max-minutes "$mins" "${common[@]}" $flags "${smoke[@]}" "${resume[@]}" \
     >"$runs/$name.train.log" 2>&1 &
   pids+=("$!")
 done
@@ -112,8 +120,10 @@ for t in "${batch[@]}"; do
     cut+=("$name")
     continue
   fi
-  "$bin" eval --model "$dir/model.safetensors" --data "$data" --split train,val \
-    --sequences "$fold" --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \
+  scored=(--split train,val --sequences "$fold")
+  [[ $fold == all ]] && scored=(--split val)
+  "$bin" eval --model "$dir/model.safetensors" --data "$data" "${scored[@]}" \
+    --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \
     --out "$dir/eval" >"$runs/$name.eval.log" 2>&1 &
   pids+=("$!")
 done
@@ -173,14 +183,19 @@ if ! compgen -G "$out/*.last.safetensors.sha256" >/dev/null; then
 import csv, sys
 names = set(sys.argv[2:])
 rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if f"{r['row']}@{r['fold']}" in names]
-if rows:
+# A model trained on every frame is the one to ship; its val score is not a held-out one.
+final = [r for r in rows if r["fold"] == "all"]
+if final:
+    r = final[0]
+    print(f"{r['row']}@{r['fold']}")
+elif rows:
     r = max(rows, key=lambda r: float(r["wa_miou"]))
     print(f"{r['row']}@{r['fold']}")
 PY
   )
   if [[ -n $best ]]; then
     export_parts "$runs/$best/model.safetensors" "$best.model.safetensors"
-    echo "best model of this session: $best (parts in $out)"
+    echo "model of this session: $best (parts in $out)"
   fi
 fi
 
@@ -192,7 +207,8 @@ pct = lambda v: f"{100 * float(v):.1f}"
 print("| row | held out | minutes | epochs | img/s | held-out mIoU WA | MC T=40 | ECE WA | ECE MC |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in sorted(rows, key=lambda r: (r["fold"] != rows[0]["fold"], r["fold"])):
-    print(f"| {r['row']} | {r['fold']} | {float(r['minutes']):g} | {r['epochs']} | "
+    fold = "none (scored on val, trained on)" if r["fold"] == "all" else r["fold"]
+    print(f"| {r['row']} | {fold} | {float(r['minutes']):g} | {r['epochs']} | "
           f"{float(r['images_per_s']):.0f} | {pct(r['wa_miou'])} | {pct(r['mc_miou'])} | "
           f"{pct(r['wa_ece'])} | {pct(r['mc_ece'])} |")
 PY

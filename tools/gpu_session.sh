@@ -23,6 +23,10 @@
 # and commit it (runs listed there are not run again); a run cut short also needs its parts
 # beside it there (`cp DEST/*.part* DEST/*.sha256 DEST/*.config.yaml assets/eval/ablation/`, not
 # committed); then run this script again.
+# The shipped model's retrain (issue 8) uses the same steps with another plan:
+# PLAN=configs/final.txt FOLDS="all 0006R0 0001TP 0016E5" PARALLEL=4 STATE=assets/eval/final
+# (the recipe on every labelled frame, and its three held-out folds for the same minutes; the
+# every-frame model comes back as parts, `tools/parts.sh join` puts it together).
 # Data: `tools/pack_data.sh` writes CamVid's train and val as JPEG into .dev/camvid (27 MB).
 # DEVICE=cpu SMOKE=1 runs the same steps briefly on a CPU machine, to check the script.
 set -u
