@@ -357,6 +357,10 @@ pub(crate) struct TrainConfig {
     pub(crate) val_every: usize,
     /// MC samples for validation (0: weight averaging only).
     pub(crate) val_samples: usize,
+    /// Which weights become `model.safetensors`: the best validated epoch's, or the last
+    /// epoch's (validation then only reports: a held-out score that also chose the epoch
+    /// flatters the run, and a model trained on every frame has only its last weights).
+    pub(crate) final_weights: FinalWeights,
     /// Re-estimate batch-norm statistics over the training set after training.
     pub(crate) bn_recalibrate: bool,
     /// Keep dropout on while re-estimating them (the statistics MC sampling sees) instead of
@@ -378,6 +382,14 @@ pub(crate) struct TrainConfig {
     pub(crate) lr_scaling: LrScaling,
     /// The batch size `lr` was tuned at (for `lr_scaling`).
     pub(crate) lr_base_batch: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum FinalWeights {
+    /// The epoch with the best validation mIoU (the last one when nothing was validated).
+    Best,
+    Last,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,6 +422,7 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             val_every: 1,
             val_samples: 0,
+            final_weights: FinalWeights::Best,
             bn_recalibrate: false,
             bn_recalibrate_dropout: false,
             max_minutes: 0.0,

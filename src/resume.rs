@@ -20,15 +20,17 @@ use crate::data::Pair;
 ///   rate follows the new budget (the resume record says so);
 /// - `train.checkpoint_every`: how often the state is saved;
 /// - `train.prefetch`: how far ahead images are decoded;
+/// - `train.final_weights`: which weights become the final model, once training ends;
 /// - `data.root` (also `--data`): where the data lives, as when a run moves to another
 ///   machine; the data itself must be the run's, which the checkpoint's fingerprint checks.
 ///
 /// Every other key, including keys added later, must keep its value.
-pub(crate) const SAFE_TO_CHANGE: [&str; 7] = [
+pub(crate) const SAFE_TO_CHANGE: [&str; 8] = [
     "train.epochs",
     "train.max_minutes",
     "train.checkpoint_every",
     "train.prefetch",
+    "train.final_weights",
     "data.root",
     "data.cache",
     "data.loader_threads",

@@ -25,7 +25,7 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::atomic::{self, write_atomic};
 use crate::cli::{RecalibrateArgs, TrainArgs};
-use crate::config::{Config, LrScaling, Schedule, TrainConfig};
+use crate::config::{Config, FinalWeights, LrScaling, Schedule, TrainConfig};
 use crate::data::{Batch, Frames, Loader};
 use crate::model::checkpoint::{self, STATE_PREFIX};
 use crate::model::init;
@@ -372,6 +372,12 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         "no validation, last weights".to_string()
     } else if progress.best_miou < 0.0 {
         "stopped before the first validation, last weights".to_string()
+    } else if cfg.train.final_weights == FinalWeights::Last {
+        format!(
+            "last weights, as train.final_weights says (best {} mIoU {:.4})",
+            val_name(&cfg),
+            progress.best_miou
+        )
     } else {
         format!("best {} mIoU {:.4}", val_name(&cfg), progress.best_miou)
     };
@@ -464,8 +470,8 @@ fn print_plan(cfg: &Config, data: &TrainingData, device: Device) {
     println!("{}", data.description);
 }
 
-/// `model.safetensors`: the best validated weights (or the last ones if never validated),
-/// with batch norm re-estimated when the config asks.
+/// `model.safetensors`: the best validated weights (or the last ones if never validated, or
+/// if `train.final_weights` says so), with batch norm re-estimated when the config asks.
 fn write_final_model(
     cfg: &Config,
     out: &Path,
@@ -474,7 +480,7 @@ fn write_final_model(
     progress: &Progress,
 ) -> Result<()> {
     let best = out.join("best.safetensors");
-    let source = if best.is_file() {
+    let source = if best.is_file() && cfg.train.final_weights == FinalWeights::Best {
         best
     } else {
         out.join("last.safetensors")

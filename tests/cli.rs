@@ -409,6 +409,51 @@ fn training_on_pooled_splits_without_validation_keeps_the_last_weights() {
 }
 
 #[test]
+fn final_weights_last_keeps_the_last_epoch_where_validation_preferred_another() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 4);
+    // A high constant rate, so that validation's best epoch is not the last one.
+    let train = "  optimizer: adamw\n  lr: 0.2\n  epochs: 5\n  seed: 3\n  final_weights: last\n";
+    tiny_config(&d, train);
+    d.segnet(&train_args("run"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "last weights, as train.final_weights says",
+        ));
+    let log = log_lines(&d.path("run"));
+    let miou: Vec<f64> = log
+        .iter()
+        .map(|e| e["val_miou"].as_f64().unwrap())
+        .collect();
+    let best_epoch = (0..miou.len())
+        .max_by(|&a, &b| miou[a].total_cmp(&miou[b]))
+        .unwrap();
+    eprintln!("validation mIoU by epoch: {miou:?}");
+    assert!(
+        best_epoch + 1 < miou.len(),
+        "the last epoch is the best, nothing to tell apart: {miou:?}"
+    );
+    let (model, last, best) = (
+        tensors(&d.path("run/model.safetensors")),
+        tensors(&d.path("run/last.safetensors")),
+        tensors(&d.path("run/best.safetensors")),
+    );
+    let weights: Vec<&String> = model.keys().filter(|k| k.ends_with(".weight")).collect();
+    assert!(!weights.is_empty());
+    for k in &weights {
+        assert!(
+            model[*k].equal(&last[*k]),
+            "{k} differs from the last epoch's"
+        );
+    }
+    assert!(
+        weights.iter().any(|k| !model[*k].equal(&best[*k])),
+        "the model is the best epoch's"
+    );
+}
+
+#[test]
 fn train_then_eval_on_a_tiny_synthetic_dataset() {
     let d = Scratch::new();
     synthetic_dataset(&d, 4);
