@@ -183,13 +183,10 @@ if ! compgen -G "$out/*.last.safetensors.sha256" >/dev/null; then
 import csv, sys
 names = set(sys.argv[2:])
 rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if f"{r['row']}@{r['fold']}" in names]
-# A model trained on every frame is the one to ship; its val score is not a held-out one.
-final = [r for r in rows if r["fold"] == "all"]
-if final:
-    r = final[0]
-    print(f"{r['row']}@{r['fold']}")
-elif rows:
-    r = max(rows, key=lambda r: float(r["wa_miou"]))
+if rows:
+    # A model trained on every frame is the one to ship; its val score is not a held-out one.
+    final = [r for r in rows if r["fold"] == "all"]
+    r = final[0] if final else max(rows, key=lambda r: float(r["wa_miou"]))
     print(f"{r['row']}@{r['fold']}")
 PY
   )
