@@ -28,7 +28,7 @@ impl Predictor {
         } else {
             inputs
                 .iter()
-                .map(|x| mc::weight_average(&self.net, x))
+                .map(|x| mc::weight_average(&self.net, x, self.opts.flip))
                 .collect()
         };
         Ok(preds

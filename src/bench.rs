@@ -59,6 +59,7 @@ fn run_mode(net: &SegNet, x: &Tensor, mode: BenchMode, samples: usize, chunk: us
                 chunk,
                 seed: None,
                 adaptive: None,
+                flip: false,
             };
             let _ = mc::sample_batch(net, xs, &opts).expect("valid options");
         }

@@ -86,6 +86,11 @@ pub struct SamplingArgs {
     /// Seed for the dropout masks: identical inputs give identical outputs.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+    /// Test-time mirroring: every other sample sees the image mirrored left-right (its
+    /// probabilities mirrored back), for the cost of a second deterministic prefix; without
+    /// dropout, the mean of two passes. Off by default (README, "Test-time mirroring").
+    #[arg(long)]
+    pub(crate) flip: bool,
     /// What the convolutions run in (default: bf16 on CUDA, fp32 on a CPU). Half precision
     /// (bf16, fp16) is for a GPU's tensor cores; the statistics stay in fp32. On CamVid val it
     /// scored as fp32 does (README, Speed); bf16 also runs on a CPU, slowly.
@@ -104,6 +109,11 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// `--flip`: test-time mirroring.
+    pub fn flip(&self) -> bool {
+        self.flip
+    }
+
     /// What these flags ask the predictor to do on `device` (the device picks `--chunk`'s
     /// default). Without dropout (`--no-dropout`) there is one pass, so asking for more
     /// samples is a contradiction.
@@ -126,6 +136,7 @@ impl SamplingArgs {
                     class_tolerance: self.settle_classes,
                     uncertainty_tolerance: self.settle_uncertainty,
                 }),
+                flip: self.flip,
             },
             dropout,
             precision: self.precision.unwrap_or(if device.is_cuda() {

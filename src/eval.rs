@@ -74,6 +74,7 @@ pub(crate) fn validate(
                 chunk: samples.min(8),
                 seed: Some(seed),
                 adaptive: None,
+                flip: false,
             };
             for i in 0..images.size()[0] {
                 let p = mc::sample(net, &images.get(i), &opts)?;
@@ -196,6 +197,10 @@ pub struct Report {
     /// model's own (absent: as trained).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_dropout: Option<TestDropout>,
+    /// `--flip`: every other MC sample, and a second weight-averaging pass, saw the image
+    /// mirrored.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
     pub samples_used: SamplesUsed,
     pub seconds: f64,
     pub weight_averaging: Scores,
@@ -305,7 +310,9 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
             let (img, (_, _, gt)) = item?;
             let x = predictor.input(&img);
             let (h, w) = (img.height() as i64, img.width() as i64);
-            let p_wa = tch::no_grad(|| mc::weight_average(&predictor.net, &x).resize(h, w));
+            let p_wa = tch::no_grad(|| {
+                mc::weight_average(&predictor.net, &x, predictor.opts.flip).resize(h, w)
+            });
             wa.add(&p_wa, &gt, void);
             let p_mc = mc::sample(&predictor.net, &x, &predictor.opts)?;
             used.push(p_mc.samples);
@@ -337,6 +344,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         samples: predictor.opts.samples,
         adaptive: predictor.opts.adaptive.is_some(),
         test_dropout: predictor.test_dropout.clone(),
+        flip: predictor.opts.flip,
         samples_used: SamplesUsed::of(&used),
         seconds: start.elapsed().as_secs_f64(),
         weight_averaging: wa.scores(&model.class_names),
@@ -381,6 +389,11 @@ fn markdown(r: &Report) -> String {
                 format!(" after {stages}")
             })
         ),
+    };
+    let sampling = if r.flip {
+        format!("{sampling}, every other sample mirrored (weight averaging: the mean of the image's pass and its mirror's)")
+    } else {
+        sampling
     };
     let mut s = format!(
         "# Evaluation: {} on {} ({}, {} images)\n\nMC dropout with {sampling}; {:.0} s.\n\n",

@@ -21,7 +21,7 @@ use crate::config::ModelConfig;
 use crate::image_io;
 use crate::items::{self, Expand, Item};
 use crate::ledger::{Entry, Ledger};
-use crate::mc::{self, McOptions, Measure, Prediction};
+use crate::mc::{self, McOptions, Measure, Prediction, Settle};
 use crate::model::{checkpoint, Precision, SegNet};
 use crate::render::{self, Scale};
 
@@ -198,7 +198,7 @@ impl Predictor {
         let pred = if self.dropout {
             mc::sample(&self.net, &x, &self.opts)?
         } else {
-            mc::weight_average(&self.net, &x)
+            mc::weight_average(&self.net, &x, self.opts.flip)
         };
         let pred = tch::no_grad(|| pred.resize(img.height() as i64, img.width() as i64));
         Ok(to_cpu(pred))
@@ -266,6 +266,14 @@ struct Settings {
     alpha: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     test_dropout: Option<TestDropout>,
+    /// Adaptive stopping's tolerances (`None`: exactly `samples`).
+    #[serde(default)]
+    adaptive: Option<Settle>,
+    #[serde(default)]
+    flip: bool,
+    /// What the convolutions ran in (libtorch's kind: `Float`, `BFloat16`, `Half`).
+    #[serde(default)]
+    precision: String,
 }
 
 impl Settings {
@@ -280,6 +288,9 @@ impl Settings {
             scale: format!("{:?}", args.scale),
             alpha: args.alpha,
             test_dropout: predictor.test_dropout.clone(),
+            adaptive: predictor.opts.adaptive.filter(|_| predictor.dropout),
+            flip: predictor.opts.flip,
+            precision: format!("{:?}", predictor.net.compute_kind()),
         }
     }
 }

@@ -13,6 +13,9 @@
 //! Outputs per pixel: mean softmax, its argmax, the softmax variance across samples averaged over
 //! classes (Bayesian SegNet's uncertainty map; population variance, divided by T), predictive
 //! entropy H[mean p], and mutual information H[mean p] - mean H[p] (Gal 2016).
+//!
+//! With `flip` (test-time augmentation) every other sample runs on the image mirrored
+//! left-right; the samples then also differ in the view they see.
 
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
@@ -40,6 +43,10 @@ pub struct McOptions {
     pub seed: Option<u64>,
     /// Stop once the estimate has settled (adaptive T); `None`: exactly `samples` passes.
     pub adaptive: Option<Settle>,
+    /// Test-time mirroring: the odd-numbered samples see the image mirrored left-right, and
+    /// their probabilities are mirrored back (without dropout: the mean of the image's pass and
+    /// the mirrored one's). The deterministic prefix then runs twice per image.
+    pub flip: bool,
 }
 
 impl McOptions {
@@ -300,8 +307,13 @@ pub(crate) fn sample_moments(net: &SegNet, image: &Tensor, opts: &McOptions) -> 
 fn accumulate(net: &SegNet, image: &Tensor, opts: &McOptions) -> Result<Accumulator> {
     opts.validate()?;
     if !net.is_stochastic() {
-        // Nothing random to sample: T identical passes are one pass.
-        return Ok(weight_average_pass(net, image));
+        // Nothing random to sample: T identical passes are one pass (two with mirroring).
+        return Ok(weight_average_pass(net, image, opts.flip));
+    }
+    if opts.flip {
+        // Two prefixes (the image's and its mirror's): the batch sampler handles both.
+        let mut accs = batch::accumulate(net, &image.unsqueeze(0), opts)?;
+        return Ok(accs.pop().expect("one image"));
     }
     // Sample i's dropout masks come from (base, i) alone: chunking cannot change them, and
     // the first n samples of a longer run are the same n samples.
@@ -331,18 +343,33 @@ fn fresh_seed() -> u64 {
     draw.int64_value(&[0]) as u64
 }
 
-/// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction).
-pub(crate) fn weight_average(net: &SegNet, image: &Tensor) -> Prediction {
-    weight_average_pass(net, image).finish()
+/// Weight averaging: one pass with dropout off (the standard, non-Bayesian prediction); with
+/// `flip`, the mean of that pass and the mirrored image's (its variance is theirs).
+pub(crate) fn weight_average(net: &SegNet, image: &Tensor, flip: bool) -> Prediction {
+    weight_average_pass(net, image, flip).finish()
 }
 
-fn weight_average_pass(net: &SegNet, image: &Tensor) -> Accumulator {
+fn weight_average_pass(net: &SegNet, image: &Tensor, flip: bool) -> Accumulator {
     tch::no_grad(|| {
-        let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
         let mut acc = Accumulator::new();
+        let logits = net.forward(&image.unsqueeze(0), Mode::DETERMINISTIC);
         acc.add(&logits.softmax(1, Kind::Float));
+        if flip {
+            let logits = net.forward(&mirror(&image.unsqueeze(0)), Mode::DETERMINISTIC);
+            acc.add(&mirror(&logits.softmax(1, Kind::Float)));
+        }
         acc
     })
+}
+
+/// `[.., W]` mirrored left-right.
+fn mirror(t: &Tensor) -> Tensor {
+    t.flip([-1])
+}
+
+/// Whether sample `i` sees the mirrored image.
+fn mirrored(opts: &McOptions, i: usize) -> bool {
+    opts.flip && i % 2 == 1
 }
 
 #[cfg(test)]
@@ -379,6 +406,7 @@ mod tests {
             chunk,
             seed,
             adaptive: None,
+            flip: false,
         }
     }
 
@@ -449,7 +477,7 @@ mod tests {
     fn p_zero_has_zero_variance_and_equals_weight_averaging() {
         let (_rng, _vs, n, x) = setup(0.0, 40, 48);
         let mc = sample(&n, &x, &opts(5, 2, None)).unwrap();
-        let wa = weight_average(&n, &x);
+        let wa = weight_average(&n, &x, false);
         assert_eq!(mc.variance.abs().max().double_value(&[]), 0.0);
         assert_eq!(mc.mutual_info.abs().max().double_value(&[]), 0.0);
         assert!(mc.probs.allclose(&wa.probs, 1e-6, 1e-7, false));
@@ -542,6 +570,96 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--settle-classes"), "{e}");
+    }
+
+    fn flipped(samples: usize, chunk: usize) -> McOptions {
+        McOptions {
+            flip: true,
+            ..opts(samples, chunk, Some(7))
+        }
+    }
+
+    #[test]
+    fn with_flip_the_odd_samples_see_the_mirror_and_are_mirrored_back() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let p = sample(&n, &x, &flipped(2, 2)).unwrap();
+        let seeds = [mix_seed(7, 0), mix_seed(7, 1)];
+        let pass = |image: &Tensor, seed: &[u64]| {
+            tch::no_grad(|| {
+                let prefix = n.prefix(&image.unsqueeze(0), false);
+                n.suffix(&prefix.for_samples(seed), Mode::MC)
+                    .softmax(1, Kind::Float)
+            })
+        };
+        let first = pass(&x, &seeds[..1]);
+        let second = mirror(&pass(&mirror(&x), &seeds[1..]));
+        let mean = (first + &second).squeeze_dim(0) / 2.0;
+        assert!(p.probs.allclose(&mean, 1e-6, 1e-7, false));
+        let unflipped = sample(&n, &x, &opts(2, 2, Some(7))).unwrap();
+        assert!(
+            !p.probs.equal(&unflipped.probs),
+            "the mirror changed the mean"
+        );
+        // The first sample is the same either way.
+        let one = sample(&n, &x, &flipped(1, 1)).unwrap();
+        let one_plain = sample(&n, &x, &opts(1, 1, Some(7))).unwrap();
+        assert!(one.probs.equal(&one_plain.probs));
+    }
+
+    #[test]
+    fn with_flip_chunking_and_batching_do_not_change_the_result() {
+        let (_rng, _vs, n, x) = setup(0.5, 45, 61);
+        let whole = sample(&n, &x, &flipped(5, 5)).unwrap();
+        for chunk in [1, 2, 3] {
+            let chunked = sample(&n, &x, &flipped(5, chunk)).unwrap();
+            assert!(
+                chunked.probs.allclose(&whole.probs, 1e-6, 1e-7, false),
+                "chunk {chunk}"
+            );
+            for m in Measure::ALL {
+                let (a, b) = (chunked.measure(m), whole.measure(m));
+                assert!(a.allclose(&b, 1e-5, 1e-7, false), "chunk {chunk}: {m}");
+            }
+        }
+        let other = Tensor::randn([3, 45, 61], (Kind::Float, tch::Device::Cpu));
+        let both = sample_batch(&n, &Tensor::stack(&[&other, &x], 0), &flipped(5, 4)).unwrap();
+        assert!(both[1].probs.allclose(&whole.probs, 1e-6, 1e-7, false));
+        let alone = sample(&n, &other, &flipped(5, 2)).unwrap();
+        assert!(both[0].probs.allclose(&alone.probs, 1e-6, 1e-7, false));
+    }
+
+    #[test]
+    fn flipped_weight_averaging_is_symmetric_under_mirroring() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let a = weight_average(&n, &x, true);
+        let b = weight_average(&n, &mirror(&x), true);
+        assert!(mirror(&a.probs).allclose(&b.probs, 1e-6, 1e-7, false));
+        assert_eq!(a.samples, 2);
+        let pass = |image: &Tensor| {
+            let logits = tch::no_grad(|| n.forward(&image.unsqueeze(0), Mode::DETERMINISTIC));
+            logits.softmax(1, Kind::Float).squeeze_dim(0)
+        };
+        let mean = (pass(&x) + mirror(&pass(&mirror(&x)))) / 2.0;
+        assert!(a.probs.allclose(&mean, 1e-6, 1e-7, false));
+    }
+
+    #[test]
+    fn an_adaptive_run_with_flip_that_stopped_after_n_is_the_fixed_run_of_n() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let mut o = adaptive(40, 3, 0.5, 0.5);
+        o.flip = true;
+        let early = sample(&n, &x, &o).unwrap();
+        assert!(early.samples < 40, "stopped early: {}", early.samples);
+        let fixed = sample(
+            &n,
+            &x,
+            &McOptions {
+                flip: true,
+                ..opts(early.samples, 2, Some(5))
+            },
+        )
+        .unwrap();
+        assert!(early.probs.allclose(&fixed.probs, 1e-6, 1e-7, false));
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub(crate) mod tests {
                 chunk: 2,
                 seed,
                 adaptive: None,
+                flip: false,
             },
             dropout: true,
             precision,

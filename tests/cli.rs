@@ -1116,6 +1116,32 @@ fn the_output_folder_is_never_read_as_input() {
 }
 
 #[test]
+fn a_rerun_with_exact_t_or_mirroring_recomputes_and_records_it() {
+    let d = Scratch::new();
+    let model = tiny_model(&d, "basic");
+    scenes(&d, 2);
+    // Adaptive stopping (the default) can stop early: its result is not that of exact T.
+    let args = format!("infer in --model {model} --samples 4 --seed 1 --out o");
+    d.segnet(&args).assert().success();
+    let settings = |d: &Scratch| json(&d.path("o/s0.json"))["settings"].clone();
+    assert_eq!(settings(&d)["adaptive"]["step"], 4);
+    assert_eq!(settings(&d)["flip"], false);
+    for extra in ["--no-adaptive", "--no-adaptive --flip"] {
+        let other = format!("{args} {extra}");
+        d.segnet(&other)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("already done").not());
+        assert!(settings(&d)["adaptive"].is_null(), "{extra}");
+        assert_eq!(settings(&d)["flip"], extra.contains("--flip"), "{extra}");
+        d.segnet(&other)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("2 of 2 images already done"));
+    }
+}
+
+#[test]
 fn a_rerun_with_another_test_time_dropout_recomputes_and_records_it() {
     let d = Scratch::new();
     let model = tiny_model(&d, "basic");

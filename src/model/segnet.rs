@@ -380,6 +380,11 @@ impl SegNet {
         self.compute = kind;
     }
 
+    /// What the convolutions run in.
+    pub(crate) fn compute_kind(&self) -> tch::Kind {
+        self.compute
+    }
+
     /// Multiply-adds x2 of one full pass at `[h, w]` (convolutions only), for GFLOP/s figures.
     pub(crate) fn flops(&self, vs: &nn::VarStore, h: i64, w: i64) -> (f64, f64) {
         let split = self.split();

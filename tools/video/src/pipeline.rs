@@ -390,6 +390,7 @@ mod tests {
                 chunk: 3,
                 seed: Some(1),
                 adaptive: None,
+                flip: false,
             },
             dropout: true,
             precision: Precision::Fp32,

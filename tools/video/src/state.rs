@@ -140,6 +140,9 @@ pub(crate) struct Settings {
     pub(crate) mode: String,
     /// Adaptive stopping (per-frame samples and the temporal state's full estimates).
     pub(crate) adaptive: Option<Settle>,
+    /// `--flip`: every other pass sees the frame mirrored.
+    #[serde(default)]
+    pub(crate) flip: bool,
     pub(crate) temporal: Option<temporal::Options>,
     pub(crate) measure: Measure,
     pub(crate) threshold: f32,
@@ -326,6 +329,7 @@ mod tests {
             test_dropout: None,
             mode: "temporal".into(),
             adaptive: Some(Settle::default()),
+            flip: false,
             temporal: None,
             measure: Measure::Variance,
             threshold: 0.04,
