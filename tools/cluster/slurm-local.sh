@@ -55,10 +55,22 @@ jobs=()
 cleanup() {
   local status=$?
   if ((${#jobs[@]})); then SLURM_CONF=$w/slurm.conf scancel "${jobs[@]}" 2>/dev/null || true; fi
+  local pids=() f pid i
   for f in "$w/slurmd.pid" "$w/slurmctld.pid" "$w/munge/munged.pid"; do
-    if [[ -f $f ]]; then kill "$(cat "$f")" 2>/dev/null || true; fi
+    if [[ -f $f ]] && pid=$(cat "$f") && kill "$pid" 2>/dev/null; then pids+=("$pid"); fi
   done
-  if ((keep)) || ((status != 0)); then say "work folder kept: $w"; else rm -rf "$w"; fi
+  # The daemons write their state as they stop: removing the folder under them fails
+  # ("Directory not empty"), which once failed a run that had passed. Wait up to 10 s.
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  if ((keep)) || ((status != 0)); then
+    say "work folder kept: $w"
+  elif ! rm -rf "$w" 2>/dev/null; then
+    sleep 1
+    rm -rf "$w" || say "could not remove the work folder $w (a daemon still writing?)"
+  fi
+  return "$status"
 }
 trap cleanup EXIT
 
