@@ -11,7 +11,8 @@
 # runs already in its results.tsv are skipped; a run cut short there resumes from its parts.
 # This session runs the next PARALLEL runs (default 6) side by side, each killed after its
 # minutes plus GRACE seconds (default 90), then scores each finished model on its held-out
-# sequence with `eval` (weight averaging and MC dropout, T=40, at the labels' resolution).
+# sequence with `eval` (weight averaging and MC dropout, T=40, at the labels' resolution),
+# then again with --flip (each run's eval-flip/ in runs.tgz).
 # OUT gets: results.tsv (STATE's rows and this session's), ablation.md (the table, a line a
 # run), runs.tgz (each run's log, config and eval report), and the optimiser
 # checkpoint of at most one run cut short, as parts under 16 MiB (tools/parts.sh), or else
@@ -23,7 +24,7 @@
 # DEVICE=cpu SMOKE=1 runs the same steps briefly and tiny on a CPU, to check the script.
 set -uo pipefail
 if [[ $# -ne 5 ]]; then
-  sed -n '2,20p' "$0" >&2
+  sed -n '2,21p' "$0" >&2
   exit 2
 fi
 bin=$1 data=$2 state=$3 out=$4 minutes=$5
@@ -122,9 +123,15 @@ for t in "${batch[@]}"; do
   fi
   scored=(--split train,val --sequences "$fold")
   [[ $fold == all ]] && scored=(--split val)
-  "$bin" eval --model "$dir/model.safetensors" --data "$data" "${scored[@]}" \
-    --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \
-    --out "$dir/eval" >"$runs/$name.eval.log" 2>&1 &
+  # Then again with test-time mirroring (eval-flip/, in runs.tgz; not in results.tsv).
+  {
+    "$bin" eval --model "$dir/model.safetensors" --data "$data" "${scored[@]}" \
+      --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \
+      --out "$dir/eval" >"$runs/$name.eval.log" 2>&1
+    "$bin" eval --model "$dir/model.safetensors" --data "$data" "${scored[@]}" \
+      --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \
+      --flip --out "$dir/eval-flip" >>"$runs/$name.eval.log" 2>&1
+  } &
   pids+=("$!")
 done
 for p in "${pids[@]}"; do wait "$p"; done

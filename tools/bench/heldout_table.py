@@ -7,10 +7,12 @@ DIR holds one folder per run, named `cpu<H>[s<SEED>]-<recipe>@<SEQ>` (for exampl
 `cpu120-normphoto@0006R0`, or `cpu120s1-base@0006R0` for a run with `train.seed=1`), each with
 the run's `config.yaml` and `log.jsonl` and two `eval` reports on the held-out sequence SEQ:
 `model.json` (the run's final model: best held-out epoch, batch norm re-estimated with dropout
-on) and `last-recal.json` (the last epoch, re-estimated the same way). Prints a table with every
-run, then per input size the final models' mIoU (weight averaging) by recipe and held-out
-sequence (seed 0), with the mean over all folds and over the daylight ones, and the cells run
-with more than one seed. Standard library only.
+on) and `last-recal.json` (the last epoch, re-estimated the same way), and where it was run,
+`model-flip.json` (the final model scored with `eval --flip`). Prints a table with every run,
+then per input size the final models' mIoU (weight averaging) by recipe and held-out sequence
+(seed 0), with the mean over all folds and over the daylight ones, the cells run with more than
+one seed, and paired differences over every run that has both reports: MC against weight
+averaging, the best epoch against the last, and mirroring against none. Standard library only.
 """
 import json
 import os
@@ -42,7 +44,7 @@ def load(run_dir):
     seed = re.search(r"\n  seed: (\d+)", cfg)
     log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
     reports = {}
-    for kind in ("model", "last-recal"):
+    for kind in ("model", "last-recal", "model-flip"):
         path = os.path.join(run_dir, kind + ".json")
         if os.path.exists(path):
             reports[kind] = json.load(open(path))
@@ -129,6 +131,37 @@ def main():
             was = [r["reports"]["model"]["weight_averaging"]["mean_iou"] for r in rs]
             per = ", ".join(f"seed {r['seed']}: {cells(r['reports']['model'])[0]}" for r in rs)
             print(f"| {RECIPES[recipe]} | {seq} | {size} | {per} | {pct(max(was) - min(was))} |")
+
+    print()
+    print("Paired differences in points (mean, range; runs above / below by more than 0.05 / "
+          "within 0.05):")
+    print()
+    print("| comparison | runs | metric | mean | range | above / below / within |")
+    print("|---|---|---|---|---|---|")
+    mc_wa = [(r["reports"]["model"]["mc_dropout"], r["reports"]["model"]["weight_averaging"])
+             for r in runs if "model" in r["reports"]]
+    paired("MC - WA, final models", mc_wa, ["mean_iou", "ece"])
+    for what in ("weight_averaging", "mc_dropout"):
+        label = "WA" if what == "weight_averaging" else "MC"
+        pairs = [(r["reports"]["model"][what], r["reports"]["last-recal"][what])
+                 for r in runs if "model" in r["reports"] and "last-recal" in r["reports"]]
+        paired(f"best epoch - last epoch, {label}", pairs, ["mean_iou"])
+        pairs = [(r["reports"]["model-flip"][what], r["reports"]["model"][what])
+                 for r in runs if "model" in r["reports"] and "model-flip" in r["reports"]]
+        paired(f"--flip - without, {label}", pairs,
+               ["mean_iou", "global_accuracy", "ece"])
+
+
+def paired(name, pairs, metrics):
+    """One row per metric of the differences a - b over `pairs` of score dicts."""
+    if not pairs:
+        return
+    for metric in metrics:
+        d = [100 * (a[metric] - b[metric]) for a, b in pairs]
+        above = sum(x > 0.05 for x in d)
+        below = sum(x < -0.05 for x in d)
+        print(f"| {name} | {len(d)} | {metric} | {sum(d) / len(d):+.2f} | "
+              f"{min(d):+.1f} to {max(d):+.1f} | {above} / {below} / {len(d) - above - below} |")
 
 
 if __name__ == "__main__":
