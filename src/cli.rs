@@ -124,6 +124,12 @@ impl SamplingArgs {
                  asks for {n} MC dropout passes: drop one of the two"
             );
         }
+        if self.flip && dropout && self.samples == Some(1) {
+            bail!(
+                "--flip mirrors every other sample, but --samples 1 takes one, never mirrored: \
+                 use --samples 2 or more (or --no-dropout --flip: two passes without dropout)"
+            );
+        }
         Ok(PredictorOptions {
             model: self.model.clone(),
             device,

@@ -937,10 +937,13 @@ fn a_model_with_nan_or_infinite_weights_is_refused_naming_the_first_bad_tensor()
 }
 
 #[test]
-fn no_dropout_with_several_samples_is_a_contradiction_refused() {
+fn no_dropout_with_several_samples_or_flip_with_one_sample_is_refused() {
     let (d, model) = model_and_image();
     let infer = format!("infer good.png --model {model} --no-dropout --out out");
     d.fails_naming(&format!("{infer} --samples 5"), "--no-dropout");
+    // One MC sample is never a mirrored one.
+    let mc = format!("infer good.png --model {model} --out out --flip");
+    d.fails_naming(&format!("{mc} --samples 1"), "--samples 2 or more");
     // Alone, or with the one pass it runs, it is weight averaging.
     for samples in ["", "--samples 1"] {
         let run = d.segnet(&format!("{infer} {samples}")).assert().success();
