@@ -123,7 +123,8 @@ for t in "${batch[@]}"; do
   fi
   scored=(--split train,val --sequences "$fold")
   [[ $fold == all ]] && scored=(--split val)
-  # Then again with test-time mirroring (eval-flip/, in runs.tgz; not in results.tsv).
+  # Scored as it is (eval/, results.tsv), then with test-time mirroring (eval-flip/, in
+  # runs.tgz only).
   {
     "$bin" eval --model "$dir/model.safetensors" --data "$data" "${scored[@]}" \
       --samples "$samples" --no-adaptive --limit "$limit" --device "$dev" --threads 2 \

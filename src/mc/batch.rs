@@ -104,33 +104,39 @@ struct Row {
     seed: u64,
 }
 
-/// One network call over `rows`, in order; each image's rows go to its accumulator, mirrored
+/// One network call over `rows`; each image's rows go to its accumulator in order, mirrored
 /// back where they read a mirror.
 fn run_call(net: &SegNet, prefix: &Prefix, rows: &[Row], accs: &mut [Accumulator]) {
-    // Runs of rows that read the same prefix image.
-    let mut groups: Vec<(&Row, Vec<u64>)> = vec![];
-    for row in rows {
+    // The call runs the rows grouped by the prefix image they read (a stable sort: without
+    // mirrors they already are), so that each group is one expanded view of its prefix image,
+    // not a copy per sample.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&r| rows[r].view);
+    let mut groups: Vec<(usize, Vec<u64>)> = vec![];
+    for &r in &order {
         match groups.last_mut() {
-            Some((first, seeds)) if first.view == row.view => seeds.push(row.seed),
-            _ => groups.push((row, vec![row.seed])),
+            Some((view, seeds)) if *view == rows[r].view => seeds.push(rows[r].seed),
+            _ => groups.push((rows[r].view, vec![rows[r].seed])),
         }
     }
     let parts = groups
         .iter()
-        .map(|(row, seeds)| prefix.image(row.view as i64).for_samples(seeds))
+        .map(|(view, seeds)| prefix.image(*view as i64).for_samples(seeds))
         .collect();
     let probs = net
         .suffix(&Prefix::cat(parts), Mode::MC)
         .softmax(1, Kind::Float);
-    let mut at = 0;
-    for (row, seeds) in &groups {
-        let len = seeds.len() as i64;
-        let part = probs.narrow(0, at, len);
+    // Row order[k] ran at position k of the call.
+    let mut at = vec![0; rows.len()];
+    for (k, &r) in order.iter().enumerate() {
+        at[r] = k as i64;
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let p = probs.narrow(0, at[r], 1);
         if row.view == row.image {
-            accs[row.image].add(&part);
+            accs[row.image].add(&p);
         } else {
-            accs[row.image].add(&mirror(&part));
+            accs[row.image].add(&mirror(&p));
         }
-        at += len;
     }
 }
