@@ -60,6 +60,7 @@ fn run_mode(net: &SegNet, x: &Tensor, mode: BenchMode, samples: usize, chunk: us
                 seed: None,
                 adaptive: None,
                 flip: false,
+                flip_phase: false,
             };
             let _ = mc::sample_batch(net, xs, &opts).expect("valid options");
         }

@@ -143,6 +143,7 @@ impl SamplingArgs {
                     uncertainty_tolerance: self.settle_uncertainty,
                 }),
                 flip: self.flip,
+                flip_phase: false,
             },
             dropout,
             precision: self.precision.unwrap_or(if device.is_cuda() {

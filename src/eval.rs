@@ -75,6 +75,7 @@ pub(crate) fn validate(
                 seed: Some(seed),
                 adaptive: None,
                 flip: false,
+                flip_phase: false,
             };
             for i in 0..images.size()[0] {
                 let p = mc::sample(net, &images.get(i), &opts)?;

@@ -47,6 +47,9 @@ pub struct McOptions {
     /// their probabilities are mirrored back (without dropout: the mean of the image's pass and
     /// the mirrored one's). The deterministic prefix then runs twice per image.
     pub flip: bool,
+    /// With `flip`, mirror the even-numbered samples instead (segnet-video alternates it from
+    /// frame to frame, so that one pass a frame is mirrored on every other frame).
+    pub flip_phase: bool,
 }
 
 impl McOptions {
@@ -369,7 +372,7 @@ fn mirror(t: &Tensor) -> Tensor {
 
 /// Whether sample `i` sees the mirrored image.
 fn mirrored(opts: &McOptions, i: usize) -> bool {
-    opts.flip && i % 2 == 1
+    opts.flip && (i % 2 == 1) != opts.flip_phase
 }
 
 #[cfg(test)]
@@ -407,6 +410,7 @@ mod tests {
             seed,
             adaptive: None,
             flip: false,
+            flip_phase: false,
         }
     }
 
@@ -604,6 +608,27 @@ mod tests {
         let one = sample(&n, &x, &flipped(1, 1)).unwrap();
         let one_plain = sample(&n, &x, &opts(1, 1, Some(7))).unwrap();
         assert!(one.probs.equal(&one_plain.probs));
+    }
+
+    #[test]
+    fn the_flip_phase_mirrors_the_even_samples_instead() {
+        let (_rng, _vs, n, x) = setup(0.5, 32, 40);
+        let opts = McOptions {
+            flip_phase: true,
+            ..flipped(1, 1)
+        };
+        let p = sample(&n, &x, &opts).unwrap();
+        let mirrored_pass = tch::no_grad(|| {
+            let prefix = n.prefix(&mirror(&x).unsqueeze(0), false);
+            let logits = n.suffix(&prefix.for_samples(&[mix_seed(7, 0)]), Mode::MC);
+            mirror(&logits.softmax(1, Kind::Float)).squeeze_dim(0)
+        });
+        assert!(p.probs.allclose(&mirrored_pass, 1e-6, 1e-7, false));
+        let plain = sample(&n, &x, &flipped(1, 1)).unwrap();
+        assert!(
+            !p.probs.equal(&plain.probs),
+            "sample 0 mirrored only with the phase"
+        );
     }
 
     #[test]

@@ -20,12 +20,14 @@ impl Predictor {
 
     /// Options for `samples` passes over frame `index`: `--seed` mixed with the frame index,
     /// `--chunk` as given, adaptive stopping as configured when `adaptive` (else exactly
-    /// `samples`).
+    /// `samples`), and with `--flip` the other half of the samples mirrored on odd frames (so
+    /// that one pass a frame alternates between the two views).
     pub fn frame_options(&self, index: usize, samples: usize, adaptive: bool) -> McOptions {
         McOptions {
             samples,
             seed: self.opts.seed.map(|s| mix_seed(s, index as u64)),
             adaptive: self.opts.adaptive.filter(|_| adaptive),
+            flip_phase: index % 2 == 1,
             ..self.opts
         }
     }
@@ -90,6 +92,7 @@ pub(crate) mod tests {
                 seed,
                 adaptive: None,
                 flip: false,
+                flip_phase: false,
             },
             dropout: true,
             precision,
@@ -119,5 +122,37 @@ pub(crate) mod tests {
         }
         let next = p.moments(&img, &p.frame_options(4, 6, false)).unwrap();
         assert!(!next.mean.equal(&m.mean), "frames draw other masks");
+    }
+
+    #[test]
+    fn with_flip_one_pass_a_frame_is_mirrored_on_every_other_frame() {
+        let _rng = crate::RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = predictor(dir.path(), Some(9), Precision::Fp32);
+        p.opts.flip = true;
+        let img = RgbImage::from_fn(48, 32, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, 40]));
+        let x = p.input(&img);
+        for index in [2, 3] {
+            let opts = p.frame_options(index, 1, false);
+            assert_eq!(opts.flip_phase, index % 2 == 1);
+            let got = p.moments(&img, &opts).unwrap();
+            // The frame's one pass, on the image or on its mirror (then mirrored back).
+            let view = |t: &tch::Tensor| {
+                if index % 2 == 1 {
+                    t.flip([-1])
+                } else {
+                    t.copy()
+                }
+            };
+            let plain = McOptions {
+                flip: false,
+                ..opts
+            };
+            let pass = mc::sample(&p.net, &view(&x), &plain).unwrap();
+            assert!(
+                got.mean.allclose(&view(&pass.probs), 1e-6, 1e-7, false),
+                "frame {index}"
+            );
+        }
     }
 }

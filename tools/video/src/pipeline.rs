@@ -391,6 +391,7 @@ mod tests {
                 seed: Some(1),
                 adaptive: None,
                 flip: false,
+                flip_phase: false,
             },
             dropout: true,
             precision: Precision::Fp32,

@@ -135,11 +135,6 @@ fn validate(cli: &Cli) -> Result<()> {
         ensure!(t.is_finite(), "--threshold must be a number, got {t}");
     }
     cli.temporal.options()?;
-    ensure!(
-        !cli.sampling.flip() || cli.no_temporal || cli.no_dropout || cli.temporal.passes >= 2,
-        "--flip mirrors every other pass, but temporal aggregation with --passes 1 runs one \
-         pass a frame, never mirrored: use --passes 2 or --no-temporal"
-    );
     Ok(())
 }
 

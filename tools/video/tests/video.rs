@@ -453,9 +453,6 @@ fn bad_inputs_and_outputs_fail_with_one_line() {
         segnet_video(&m, &frames, &out).args(["--every", "0"]),
         "--every",
     );
-    // Temporal aggregation's one pass a frame is never the mirrored one.
-    fails_with(segnet_video(&m, &frames, &out).arg("--flip"), "--passes 2");
-    assert!(!out.exists(), "a refused run wrote nothing");
     // One pass without dropout cannot be two MC samples.
     fails_with(
         segnet_video(&m, &frames, &out).arg("--no-dropout"),
