@@ -361,6 +361,10 @@ pub(crate) struct TrainConfig {
     /// epoch's (validation then only reports: a held-out score that also chose the epoch
     /// flatters the run, and a model trained on every frame has only its last weights).
     pub(crate) final_weights: FinalWeights,
+    /// Stochastic weight averaging (Izmailov et al., 2018): from this share of the schedule on
+    /// (0.5: its second half), the weights at each epoch's end are averaged into
+    /// `swa.safetensors`; `final_weights: swa` makes that mean the final model. Unset: off.
+    pub(crate) swa_from: Option<f64>,
     /// Re-estimate batch-norm statistics over the training set after training.
     pub(crate) bn_recalibrate: bool,
     /// Keep dropout on while re-estimating them (the statistics MC sampling sees) instead of
@@ -390,6 +394,9 @@ pub(crate) enum FinalWeights {
     /// The epoch with the best validation mIoU (the last one when nothing was validated).
     Best,
     Last,
+    /// The mean of the epochs from `train.swa_from` on (the last weights if training stopped
+    /// before any of them).
+    Swa,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +430,7 @@ impl Default for TrainConfig {
             val_every: 1,
             val_samples: 0,
             final_weights: FinalWeights::Best,
+            swa_from: None,
             bn_recalibrate: false,
             bn_recalibrate_dropout: false,
             max_minutes: 0.0,
@@ -512,6 +520,16 @@ impl Config {
             "`train.checkpoint_every` must be at least 1"
         );
         ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
+        if let Some(f) = t.swa_from {
+            ensure!(
+                (0.0..1.0).contains(&f),
+                "`train.swa_from` must be in [0, 1) (the share of the schedule after which epochs are averaged), got {f}"
+            );
+        }
+        ensure!(
+            t.final_weights != FinalWeights::Swa || t.swa_from.is_some(),
+            "`train.final_weights: swa` needs `train.swa_from` (the share of the schedule after which epochs are averaged, e.g. 0.5)"
+        );
         ensure!(
             t.lr_base_batch >= 1,
             "`train.lr_base_batch` must be at least 1"

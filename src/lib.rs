@@ -36,6 +36,7 @@ mod resume;
 mod rng;
 pub mod shard;
 mod stream;
+mod swa;
 mod train;
 mod trainset;
 mod upsample;

@@ -8,7 +8,8 @@
 //!
 //! Run folder: `config.yaml` (resolved), `last.safetensors` (weights + optimiser state + progress,
 //! written atomically), `best.safetensors` (weights of the best validation mIoU), `model.safetensors`
-//! (the final model: best weights, batch norm re-estimated if asked), `log.jsonl` (one line per
+//! (the final model: best weights, batch norm re-estimated if asked), `swa.safetensors` (with
+//! `train.swa_from`: the mean of the tail's epochs, see [`crate::swa`]), `log.jsonl` (one line per
 //! epoch), `resumes.jsonl` (one line per resume, with the config keys it changed). Nothing is
 //! written there before the config, the data and the checkpoint to resume have passed their
 //! checks.
@@ -35,6 +36,7 @@ use crate::precision;
 use crate::progress;
 use crate::resume::{self, DataPrint};
 use crate::rng::{mix_seed, SplitMix64};
+use crate::swa::{self, WeightAverage};
 use crate::trainset::{self, TrainingData};
 
 /// Progress stored in a checkpoint's metadata.
@@ -116,16 +118,25 @@ fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f
     } else {
         1.0
     };
-    let mut progress = (step as f64 / total.max(1) as f64).min(1.0);
-    if t.max_minutes > 0.0 {
-        progress = progress.max((elapsed_min / t.max_minutes).min(1.0));
-    }
+    let progress = schedule_progress(cfg, step, total, elapsed_min);
     let factor = match t.schedule {
         Schedule::Constant => 1.0,
         Schedule::Cosine => 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
         Schedule::Poly => (1.0 - progress).powf(0.9),
     };
     base_lr(t) * warm * factor
+}
+
+/// How far along the schedule is, 0 to 1: steps done of `total`, or with a time budget
+/// (`train.max_minutes`) minutes done of it, whichever is further.
+fn schedule_progress(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
+    let t = &cfg.train;
+    let progress = (step as f64 / total.max(1) as f64).min(1.0);
+    if t.max_minutes > 0.0 {
+        progress.max((elapsed_min / t.max_minutes).min(1.0))
+    } else {
+        progress
+    }
 }
 
 /// `train.lr`, scaled to the batch size as `train.lr_scaling` asks.
@@ -278,6 +289,7 @@ impl Run {
         let Some(r) = &self.resumed else {
             write_atomic(&self.out.join("config.yaml"), cfg.to_yaml().as_bytes())?;
             let _ = std::fs::remove_file(log);
+            let _ = std::fs::remove_file(self.out.join(swa::FILE));
             return Ok(());
         };
         let p = &r.progress;
@@ -346,6 +358,15 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         },
     };
     progress.data = Some(data.print.clone());
+    let average = match cfg.train.swa_from {
+        Some(_) => Some(WeightAverage::open(
+            &cfg,
+            &out,
+            device,
+            run.resumed.is_some(),
+        )?),
+        None => None,
+    };
     run.begin(&cfg)?;
     print_plan(&cfg, &data, device);
 
@@ -356,6 +377,7 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         vs: &vs,
         net: &net,
         opt: &mut opt,
+        average,
         weights: &weights,
         data: &data,
         autocast: precision::setup(cfg.train.precision, device)?,
@@ -372,6 +394,16 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
         "no validation, last weights".to_string()
     } else if progress.best_miou < 0.0 {
         "stopped before the first validation, last weights".to_string()
+    } else if cfg.train.final_weights == FinalWeights::Swa {
+        match swa::held_in(&out) {
+            Some(h) => format!(
+                "the mean of the last {} epochs' weights, as train.final_weights says (best {} mIoU {:.4})",
+                h.epochs,
+                val_name(&cfg),
+                progress.best_miou
+            ),
+            None => "no epoch reached train.swa_from, last weights".to_string(),
+        }
     } else if cfg.train.final_weights == FinalWeights::Last {
         format!(
             "last weights, as train.final_weights says (best {} mIoU {:.4})",
@@ -479,11 +511,11 @@ fn write_final_model(
     train_frames: &Arc<Frames>,
     progress: &Progress,
 ) -> Result<()> {
-    let best = out.join("best.safetensors");
-    let source = if best.is_file() && cfg.train.final_weights == FinalWeights::Best {
-        best
-    } else {
-        out.join("last.safetensors")
+    let (best, mean) = (out.join("best.safetensors"), out.join(swa::FILE));
+    let source = match cfg.train.final_weights {
+        FinalWeights::Best if best.is_file() => best,
+        FinalWeights::Swa if mean.is_file() => mean,
+        _ => out.join("last.safetensors"),
     };
     let mut vs = nn::VarStore::new(device);
     let net = SegNet::new(&vs.root(), &cfg.model);
@@ -522,6 +554,8 @@ struct Trainer<'a> {
     vs: &'a nn::VarStore,
     net: &'a SegNet,
     opt: &'a mut Optim,
+    /// The running mean of the tail's epochs (`train.swa_from`).
+    average: Option<WeightAverage>,
     weights: &'a Tensor,
     data: &'a TrainingData,
     /// Forward passes under bf16 autocast (`train.precision`, CUDA only).
@@ -619,6 +653,17 @@ impl Trainer<'_> {
         Ok(true)
     }
 
+    /// How far along the schedule the run is (see [`schedule_progress`]).
+    fn schedule_progress(&self) -> f64 {
+        let total = self.per_epoch * self.cfg.train.epochs;
+        schedule_progress(
+            self.cfg,
+            self.progress.global_step,
+            total,
+            self.elapsed() / 60.0,
+        )
+    }
+
     /// The learning rate of step `step` (see [`learning_rate`]).
     fn learning_rate(&self, step: usize) -> f64 {
         let total = self.per_epoch * self.cfg.train.epochs;
@@ -707,6 +752,9 @@ impl Trainer<'_> {
         if due && self.data.val_len() > 0 {
             self.validate(&mut entry)?;
         }
+        // The weight average before the checkpoint, like the log line: a run killed in between
+        // redoes the epoch, which the average then skips.
+        let averaged = self.average_epoch(epoch)?;
         // The log line before the checkpoint: a run killed in between redoes the epoch and
         // trims the line, rather than resuming after an epoch the log lacks.
         entry.elapsed_s = self.elapsed();
@@ -729,12 +777,26 @@ impl Trainer<'_> {
             )
         };
         println!(
-            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | {val} | {:.1} min",
+            "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.2} img/s data-wait {:.1}% | {val}{averaged} | {:.1} min",
             t.epochs,
             100.0 * wait,
             entry.elapsed_s / 60.0
         );
         Ok(())
+    }
+
+    /// Adds the weights to the running mean once the schedule has reached `train.swa_from`;
+    /// returns what to add to the epoch's line.
+    fn average_epoch(&mut self, epoch: usize) -> Result<String> {
+        let progress = self.schedule_progress();
+        let (Some(from), Some(average)) = (self.cfg.train.swa_from, self.average.as_mut()) else {
+            return Ok(String::new());
+        };
+        if progress < from {
+            return Ok(String::new());
+        }
+        average.add(self.cfg, self.vs, epoch)?;
+        Ok(format!(" | swa {} epochs", average.held().epochs))
     }
 
     /// Scores the validation frames (held-out sequences or the validation split) into `entry`;

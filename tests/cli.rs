@@ -365,6 +365,8 @@ fn config_with_an_unknown_key_or_bad_value_is_rejected_naming_it() {
     for (yaml, key) in [
         ("model:\n  arch: segnet\n  widht: 0.5\n", "widht"),
         ("model:\n  dropout: 1.5\n", "model.dropout"),
+        ("train:\n  final_weights: swa\n", "train.swa_from"),
+        ("train:\n  swa_from: 1.0\n", "train.swa_from"),
     ] {
         std::fs::write(d.path("bad.yaml"), yaml).unwrap();
         d.fails_naming("train --config bad.yaml", key);
@@ -451,6 +453,49 @@ fn final_weights_last_keeps_the_last_epoch_where_validation_preferred_another() 
         weights.iter().any(|k| !model[*k].equal(&best[*k])),
         "the model is the best epoch's"
     );
+}
+
+#[test]
+fn final_weights_swa_is_the_mean_of_the_epochs_from_swa_from_on() {
+    let d = Scratch::new();
+    synthetic_dataset(&d, 4);
+    // A constant rate, so that a 1-epoch run's weights are the 3-epoch run's after epoch 1.
+    let train = "  optimizer: adamw\n  lr: 0.05\n  seed: 3\n";
+    tiny_config(&d, &format!("{train}  epochs: 1\n"));
+    d.segnet(&train_args("one")).assert().success();
+    tiny_config(&d, &format!("{train}  epochs: 2\n"));
+    d.segnet(&train_args("two")).assert().success();
+    // Epochs 2 and 3 of 3 (2/3 and 3/3 of the schedule reach 0.5; 1/3 does not).
+    tiny_config(
+        &d,
+        &format!("{train}  epochs: 3\n  swa_from: 0.5\n  final_weights: swa\n"),
+    );
+    d.segnet(&train_args("run"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("swa 2 epochs"))
+        .stdout(predicate::str::contains(
+            "the mean of the last 2 epochs' weights",
+        ));
+    let (model, last, two, one) = (
+        tensors(&d.path("run/model.safetensors")),
+        tensors(&d.path("run/last.safetensors")),
+        tensors(&d.path("two/last.safetensors")),
+        tensors(&d.path("one/last.safetensors")),
+    );
+    let mut moved = false;
+    for (k, m) in &model {
+        let mean = (&last[k] + &two[k]) / 2.0;
+        let gap = (m - &mean).abs().max().double_value(&[]);
+        assert!(gap < 1e-5, "{k}: {gap} from the mean of epochs 2 and 3");
+        moved |= !m.allclose(&last[k], 1e-6, 1e-6, false);
+        // Epoch 1 is not in the mean (the two differ wherever training moved the weight).
+        let with_one = (&last[k] + &two[k] + &one[k]) / 3.0;
+        if !with_one.allclose(&mean, 1e-4, 1e-4, false) {
+            assert!(!m.allclose(&with_one, 1e-4, 1e-4, false), "{k}");
+        }
+    }
+    assert!(moved, "the mean is the last epoch's weights");
 }
 
 #[test]
@@ -570,10 +615,11 @@ fn checkpoint_progress(path: &Path) -> Option<Value> {
 fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
     let d = Scratch::new();
     synthetic_dataset(&d, 6);
-    // 6 images in batches of 2: 3 steps an epoch, 30 in all, a checkpoint after each.
+    // 6 images in batches of 2: 3 steps an epoch, 30 in all, a checkpoint after each; the
+    // second half of the epochs averaged into swa.safetensors.
     tiny_config(
         &d,
-        &format!("{ADAMW_POLY}  epochs: 10\n  checkpoint_every: 1\n"),
+        &format!("{ADAMW_POLY}  epochs: 10\n  checkpoint_every: 1\n  swa_from: 0.5\n"),
     );
     d.segnet(&train_args("straight")).assert().success();
 
@@ -609,7 +655,7 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
         "a killed write's temporary file is left"
     );
     let context = format!("killed at {at}");
-    for f in ["last.safetensors", "model.safetensors"] {
+    for f in ["last.safetensors", "model.safetensors", "swa.safetensors"] {
         assert_same_weights(
             &d.path("straight").join(f),
             &d.path("killed").join(f),
