@@ -390,20 +390,18 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     let finished = trainer.train()?;
     let progress = trainer.progress.clone();
     write_final_model(&cfg, &out, device, &data.train, &progress)?;
-    let best = if data.val_len() == 0 {
-        "no validation, last weights".to_string()
-    } else if progress.best_miou < 0.0 {
-        "stopped before the first validation, last weights".to_string()
-    } else if cfg.train.final_weights == FinalWeights::Swa {
+    let best = if cfg.train.final_weights == FinalWeights::Swa {
         match swa::held_in(&out) {
             Some(h) => format!(
-                "the mean of the last {} epochs' weights, as train.final_weights says (best {} mIoU {:.4})",
-                h.epochs,
-                val_name(&cfg),
-                progress.best_miou
+                "the mean of the last {} epochs' weights, as train.final_weights says",
+                h.epochs
             ),
             None => "no epoch reached train.swa_from, last weights".to_string(),
         }
+    } else if data.val_len() == 0 {
+        "no validation, last weights".to_string()
+    } else if progress.best_miou < 0.0 {
+        "stopped before the first validation, last weights".to_string()
     } else if cfg.train.final_weights == FinalWeights::Last {
         format!(
             "last weights, as train.final_weights says (best {} mIoU {:.4})",

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Stochastic weight averaging against the last epoch, on held-out sequences (README "Weight
+averaging across epochs").
+
+    swa_table.py DIR
+
+DIR holds one folder per run, named `<anything>@<SEQ>`, trained with `train.swa_from` and
+`train.final_weights: swa`, each with its `config.yaml`, `log.jsonl` and two `eval` reports on
+the held-out sequence SEQ: `swa.json` (the run's model.safetensors: the mean of the epochs from
+`train.swa_from` on, batch norm re-estimated with dropout on) and `last-recal.json` (the last
+epoch's weights, re-estimated the same way). Prints a row per run and the paired differences
+(SWA minus last) with their mean and how many runs each way. Standard library only.
+"""
+import json
+import os
+import re
+import sys
+
+
+def pct(x):
+    return f"{100 * x:.1f}"
+
+
+def load(run_dir):
+    m = re.fullmatch(r".*@(\w+)", os.path.basename(run_dir))
+    paths = [os.path.join(run_dir, f) for f in ("swa.json", "last-recal.json", "log.jsonl")]
+    if not m or not all(os.path.exists(p) for p in paths):
+        return None
+    cfg = open(os.path.join(run_dir, "config.yaml")).read()
+    seed = re.search(r"\n  seed: (\d+)", cfg)
+    swa_from = re.search(r"\n  swa_from: ([0-9.]+)", cfg)
+    log = [json.loads(line) for line in open(paths[2])]
+    return {
+        "name": os.path.basename(run_dir),
+        "seq": m.group(1),
+        "seed": int(seed.group(1)) if seed else 0,
+        "swa_from": swa_from.group(1) if swa_from else "?",
+        "epochs": log[-1]["epoch"],
+        "swa": json.load(open(paths[0])),
+        "last": json.load(open(paths[1])),
+    }
+
+
+def main():
+    root = sys.argv[1]
+    runs = [r for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
+    print("| run | held out | seed | epochs (averaged from) | last epoch: mIoU WA / MC | SWA: mIoU WA / MC "
+          "| global WA: last / SWA | ECE MC: last / SWA |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        la, sw = r["last"], r["swa"]
+        print(f"| {r['name']} | {r['seq']} | {r['seed']} | {r['epochs']} ({r['swa_from']}) "
+              f"| {pct(la['weight_averaging']['mean_iou'])} / {pct(la['mc_dropout']['mean_iou'])} "
+              f"| {pct(sw['weight_averaging']['mean_iou'])} / {pct(sw['mc_dropout']['mean_iou'])} "
+              f"| {pct(la['weight_averaging']['global_accuracy'])} / "
+              f"{pct(sw['weight_averaging']['global_accuracy'])} "
+              f"| {pct(la['mc_dropout']['ece'])} / {pct(sw['mc_dropout']['ece'])} |")
+    if not runs:
+        return
+    print()
+    print("| SWA minus last epoch | mean (range) | runs higher / lower / within 0.05 |")
+    print("|---|---|---|")
+    for pred, label in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
+        for key in ("mean_iou", "global_accuracy", "ece"):
+            d = [100 * (r["swa"][pred][key] - r["last"][pred][key]) for r in runs]
+            up = sum(x > 0.05 for x in d)
+            down = sum(x < -0.05 for x in d)
+            print(f"| {label} {key} | {sum(d) / len(d):+.2f} ({min(d):+.1f} to {max(d):+.1f}) "
+                  f"| {up} / {down} / {len(d) - up - down} |")
+
+
+if __name__ == "__main__":
+    main()
