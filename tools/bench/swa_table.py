@@ -9,12 +9,15 @@ DIR holds one folder per run, named `<anything>@<SEQ>`, trained with `train.swa_
 the held-out sequence SEQ: `swa.json` (the run's model.safetensors: the mean of the epochs from
 `train.swa_from` on, batch norm re-estimated with dropout on) and `last-recal.json` (the last
 epoch's weights, re-estimated the same way). Prints a row per run and the paired differences
-(SWA minus last) with their mean and how many runs each way. Standard library only.
+(SWA minus last) with their mean and how many runs each way, as heldout_table.py prints them.
+Standard library only.
 """
 import json
 import os
 import re
 import sys
+
+from heldout_table import paired
 
 
 def pct(x):
@@ -58,16 +61,11 @@ def main():
     if not runs:
         return
     print()
-    print("| SWA minus last epoch | mean (range) | runs higher / lower / within 0.05 |")
-    print("|---|---|---|")
+    print("| difference | runs | metric | mean | range | higher / lower / within 0.05 |")
+    print("|---|---|---|---|---|---|")
     for pred, label in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
-        for key in ("mean_iou", "global_accuracy", "ece"):
-            d = [100 * (r["swa"][pred][key] - r["last"][pred][key]) for r in runs]
-            up = sum(x > 0.05 for x in d)
-            down = sum(x < -0.05 for x in d)
-            print(f"| {label} {key} | {sum(d) / len(d):+.2f} ({min(d):+.1f} to {max(d):+.1f}) "
-                  f"| {up} / {down} / {len(d) - up - down} |")
-
+        paired(f"SWA - last epoch, {label}", [(r["swa"][pred], r["last"][pred]) for r in runs],
+               ["mean_iou", "global_accuracy", "ece"])
 
 if __name__ == "__main__":
     main()
