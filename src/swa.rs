@@ -41,7 +41,7 @@ pub(crate) struct WeightAverage {
 
 impl WeightAverage {
     /// The mean kept in the run folder `out` when resuming (empty if no epoch was averaged
-    /// yet); a new run starts empty and clears a stale file.
+    /// yet); a new run starts empty (its `Run::begin` clears a stale file). Reads only.
     pub(crate) fn open(cfg: &Config, out: &Path, device: Device, resumed: bool) -> Result<Self> {
         let path = out.join(FILE);
         let mut vs = nn::VarStore::new(device);
@@ -55,8 +55,6 @@ impl WeightAverage {
             })?;
             held = serde_json::from_str(json)
                 .with_context(|| format!("{}: unreadable averaging record", path.display()))?;
-        } else if !resumed {
-            let _ = std::fs::remove_file(&path);
         }
         Ok(WeightAverage { vs, held, path })
     }
@@ -92,10 +90,4 @@ impl WeightAverage {
     pub(crate) fn held(&self) -> Held {
         self.held
     }
-}
-
-/// What the mean in the run folder `out` holds (`None` without one).
-pub(crate) fn held_in(out: &Path) -> Option<Held> {
-    let ckpt = checkpoint::read(&out.join(FILE)).ok()?;
-    serde_json::from_str(ckpt.meta.get(KEY)?).ok()
 }

@@ -389,14 +389,13 @@ pub(crate) fn run(args: &TrainArgs) -> Result<()> {
     };
     let finished = trainer.train()?;
     let progress = trainer.progress.clone();
+    let averaged = trainer.average.as_ref().map_or(0, |a| a.held().epochs);
     write_final_model(&cfg, &out, device, &data.train, &progress)?;
     let best = if cfg.train.final_weights == FinalWeights::Swa {
-        match swa::held_in(&out) {
-            Some(h) => format!(
-                "the mean of the last {} epochs' weights, as train.final_weights says",
-                h.epochs
-            ),
-            None => "no epoch reached train.swa_from, last weights".to_string(),
+        if averaged > 0 {
+            format!("the mean of the last {averaged} epochs' weights, as train.final_weights says")
+        } else {
+            "no epoch reached train.swa_from, last weights".to_string()
         }
     } else if data.val_len() == 0 {
         "no validation, last weights".to_string()

@@ -67,5 +67,6 @@ def main():
         paired(f"SWA - last epoch, {label}", [(r["swa"][pred], r["last"][pred]) for r in runs],
                ["mean_iou", "global_accuracy", "ece"])
 
+
 if __name__ == "__main__":
     main()
