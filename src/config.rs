@@ -365,6 +365,11 @@ pub(crate) struct TrainConfig {
     /// (0.5: its second half), the weights at each epoch's end are averaged into
     /// `swa.safetensors`; `final_weights: swa` makes that mean the final model. Unset: off.
     pub(crate) swa_from: Option<f64>,
+    /// With `train.swa_from`: from that share of the schedule on, the learning rate is held at
+    /// this value (scaled by `lr_scaling` as `lr` is) instead of following the schedule, as SWA
+    /// is published (the averaged epochs then explore around one basin instead of descending
+    /// into it). Unset: the schedule goes on.
+    pub(crate) swa_lr: Option<f64>,
     /// Re-estimate batch-norm statistics over the training set after training.
     pub(crate) bn_recalibrate: bool,
     /// Keep dropout on while re-estimating them (the statistics MC sampling sees) instead of
@@ -431,6 +436,7 @@ impl Default for TrainConfig {
             val_samples: 0,
             final_weights: FinalWeights::Best,
             swa_from: None,
+            swa_lr: None,
             bn_recalibrate: false,
             bn_recalibrate_dropout: false,
             max_minutes: 0.0,
@@ -524,6 +530,16 @@ impl Config {
             ensure!(
                 (0.0..1.0).contains(&f),
                 "`train.swa_from` must be in [0, 1) (the share of the schedule after which epochs are averaged), got {f}"
+            );
+        }
+        if let Some(r) = t.swa_lr {
+            ensure!(
+                r > 0.0 && r.is_finite(),
+                "`train.swa_lr` must be a learning rate above 0, got {r}"
+            );
+            ensure!(
+                t.swa_from.is_some(),
+                "`train.swa_lr` needs `train.swa_from` (the share of the schedule after which the rate is held and epochs are averaged, e.g. 0.5)"
             );
         }
         ensure!(

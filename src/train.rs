@@ -110,7 +110,8 @@ struct EpochLog {
 
 /// Learning rate at `step` of `total` (linear warm-up, then the schedule). With a time budget
 /// (`train.max_minutes`), `elapsed_min` minutes count too: the schedule follows whichever of
-/// steps and time is further along, so a time-limited run still decays to the end.
+/// steps and time is further along, so a time-limited run still decays to the end. With
+/// `train.swa_lr`, the rate is held there from `train.swa_from` on.
 fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f64 {
     let t = &cfg.train;
     let warm = if t.warmup_steps > 0 && step < t.warmup_steps {
@@ -119,6 +120,11 @@ fn learning_rate(cfg: &Config, step: usize, total: usize, elapsed_min: f64) -> f
         1.0
     };
     let progress = schedule_progress(cfg, step, total, elapsed_min);
+    if let (Some(from), Some(swa_lr)) = (t.swa_from, t.swa_lr) {
+        if progress >= from {
+            return swa_lr * lr_scale(t) * warm;
+        }
+    }
     let factor = match t.schedule {
         Schedule::Constant => 1.0,
         Schedule::Cosine => 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
@@ -141,8 +147,13 @@ fn schedule_progress(cfg: &Config, step: usize, total: usize, elapsed_min: f64) 
 
 /// `train.lr`, scaled to the batch size as `train.lr_scaling` asks.
 fn base_lr(t: &TrainConfig) -> f64 {
+    t.lr * lr_scale(t)
+}
+
+/// What `train.lr_scaling` multiplies the configured rates by at this batch size.
+fn lr_scale(t: &TrainConfig) -> f64 {
     let ratio = t.batch_size as f64 / t.lr_base_batch as f64;
-    t.lr * match t.lr_scaling {
+    match t.lr_scaling {
         LrScaling::None => 1.0,
         LrScaling::Linear => ratio,
         LrScaling::Sqrt => ratio.sqrt(),
@@ -954,5 +965,31 @@ mod tests {
         cfg.train.max_minutes = 0.0;
         cfg.train.warmup_steps = 10;
         assert!((learning_rate(&cfg, 0, 100, 0.0) - 0.01).abs() < 1e-3);
+    }
+
+    #[test]
+    fn swa_lr_holds_the_rate_from_swa_from_on() {
+        let mut cfg = Config::default();
+        cfg.train.lr = 0.1;
+        cfg.train.schedule = Schedule::Poly;
+        cfg.train.swa_from = Some(0.5);
+        let poly = learning_rate(&cfg, 60, 100, 0.0);
+        assert!(
+            (poly - 0.1 * 0.4f64.powf(0.9)).abs() < 1e-12,
+            "no swa_lr: {poly}"
+        );
+        cfg.train.swa_lr = Some(0.02);
+        let before = learning_rate(&cfg, 49, 100, 0.0);
+        assert!(
+            (before - 0.1 * 0.51f64.powf(0.9)).abs() < 1e-12,
+            "before: {before}"
+        );
+        for step in [50, 60, 99, 100] {
+            assert!((learning_rate(&cfg, step, 100, 0.0) - 0.02).abs() < 1e-12);
+        }
+        // Scaled with the batch as `lr` is.
+        cfg.train.lr_scaling = LrScaling::Linear;
+        cfg.train.batch_size = 2 * cfg.train.lr_base_batch;
+        assert!((learning_rate(&cfg, 60, 100, 0.0) - 0.04).abs() < 1e-12);
     }
 }

@@ -367,6 +367,8 @@ fn config_with_an_unknown_key_or_bad_value_is_rejected_naming_it() {
         ("model:\n  dropout: 1.5\n", "model.dropout"),
         ("train:\n  final_weights: swa\n", "train.swa_from"),
         ("train:\n  swa_from: 1.0\n", "train.swa_from"),
+        ("train:\n  swa_lr: 0.001\n", "train.swa_from"),
+        ("train:\n  swa_from: 0.5\n  swa_lr: 0\n", "train.swa_lr"),
     ] {
         std::fs::write(d.path("bad.yaml"), yaml).unwrap();
         d.fails_naming("train --config bad.yaml", key);
