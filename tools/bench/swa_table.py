@@ -2,7 +2,7 @@
 """Stochastic weight averaging against the last epoch, on held-out sequences (README "Weight
 averaging across epochs").
 
-    swa_table.py DIR
+    swa_table.py DIR [--against BASE ...]
 
 DIR holds one folder per run, named `<anything>@<SEQ>`, trained with `train.swa_from` and
 `train.final_weights: swa`, each with its `config.yaml`, `log.jsonl` and two `eval` reports on
@@ -10,6 +10,12 @@ the held-out sequence SEQ: `swa.json` (the run's model.safetensors: the mean of 
 `train.swa_from` on, batch norm re-estimated with dropout on) and `last-recal.json` (the last
 epoch's weights, re-estimated the same way). Prints a row per run and the paired differences
 (SWA minus last) with their mean and how many runs each way, as heldout_table.py prints them.
+
+With `--against BASE ...` (other such folders, e.g. runs with the decaying schedule to the end
+while DIR's held the rate at `train.swa_lr`), each run of DIR is also paired with a BASE run of
+the same held-out sequence and seed: DIR's SWA model against that run's last epoch (the recipe's
+model) and, where it has one, against its SWA model. A BASE run needs only `last-recal.json`,
+`log.jsonl` and `config.yaml`, so runs of the recipe without averaging serve too.
 Standard library only.
 """
 import json
@@ -27,32 +33,41 @@ def pct(x):
 def load(run_dir):
     m = re.fullmatch(r".*@(\w+)", os.path.basename(run_dir))
     paths = [os.path.join(run_dir, f) for f in ("swa.json", "last-recal.json", "log.jsonl")]
-    if not m or not all(os.path.exists(p) for p in paths):
+    if not m or not all(os.path.exists(p) for p in paths[1:]):
         return None
     cfg = open(os.path.join(run_dir, "config.yaml")).read()
     seed = re.search(r"\n  seed: (\d+)", cfg)
     swa_from = re.search(r"\n  swa_from: ([0-9.]+)", cfg)
+    swa_lr = re.search(r"\n  swa_lr: ([0-9.e-]+)", cfg)
     log = [json.loads(line) for line in open(paths[2])]
     return {
         "name": os.path.basename(run_dir),
         "seq": m.group(1),
         "seed": int(seed.group(1)) if seed else 0,
         "swa_from": swa_from.group(1) if swa_from else "?",
+        "swa_lr": swa_lr.group(1) if swa_lr else "schedule",
         "epochs": log[-1]["epoch"],
-        "swa": json.load(open(paths[0])),
+        "swa": json.load(open(paths[0])) if os.path.exists(paths[0]) else None,
         "last": json.load(open(paths[1])),
     }
 
 
+def runs_in(root):
+    return [r for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
+
+
 def main():
-    root = sys.argv[1]
-    runs = [r for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
-    print("| run | held out | seed | epochs (averaged from) | last epoch: mIoU WA / MC | SWA: mIoU WA / MC "
-          "| global WA: last / SWA | ECE MC: last / SWA |")
-    print("|---|---|---|---|---|---|---|---|")
+    args = sys.argv[1:]
+    if not args or args[0] == "--against" or (len(args) > 1 and (args[1] != "--against" or len(args) < 3)):
+        sys.exit("usage: swa_table.py DIR [--against BASE ...]")
+    runs = [r for r in runs_in(args[0]) if r["swa"]]
+    base = [b for d in args[2:] for b in runs_in(d)]
+    print("| run | held out | seed | epochs (averaged from) | rate while averaging "
+          "| last epoch: mIoU WA / MC | SWA: mIoU WA / MC | global WA: last / SWA | ECE MC: last / SWA |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         la, sw = r["last"], r["swa"]
-        print(f"| {r['name']} | {r['seq']} | {r['seed']} | {r['epochs']} ({r['swa_from']}) "
+        print(f"| {r['name']} | {r['seq']} | {r['seed']} | {r['epochs']} ({r['swa_from']}) | {r['swa_lr']} "
               f"| {pct(la['weight_averaging']['mean_iou'])} / {pct(la['mc_dropout']['mean_iou'])} "
               f"| {pct(sw['weight_averaging']['mean_iou'])} / {pct(sw['mc_dropout']['mean_iou'])} "
               f"| {pct(la['weight_averaging']['global_accuracy'])} / "
@@ -66,6 +81,16 @@ def main():
     for pred, label in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
         paired(f"SWA - last epoch, {label}", [(r["swa"][pred], r["last"][pred]) for r in runs],
                ["mean_iou", "global_accuracy", "ece"])
+    # The first BASE run of each held-out sequence and seed.
+    first = {}
+    for b in base:
+        first.setdefault((b["seq"], b["seed"]), b)
+    matched = [(r, first[(r["seq"], r["seed"])]) for r in runs if (r["seq"], r["seed"]) in first]
+    for theirs, label in (("last", "BASE's last epoch"), ("swa", "BASE's SWA")):
+        for pred, short in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
+            paired(f"SWA - {label}, {short}",
+                   [(r["swa"][pred], b[theirs][pred]) for r, b in matched if b[theirs]],
+                   ["mean_iou", "global_accuracy", "ece"])
 
 
 if __name__ == "__main__":
