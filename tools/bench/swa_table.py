@@ -12,10 +12,13 @@ epoch's weights, re-estimated the same way). Prints a row per run and the paired
 (SWA minus last) with their mean and how many runs each way, as heldout_table.py prints them.
 
 With `--against BASE ...` (other such folders, e.g. runs with the decaying schedule to the end
-while DIR's held the rate at `train.swa_lr`), each run of DIR is also paired with a BASE run of
-the same held-out sequence and seed: DIR's SWA model against that run's last epoch (the recipe's
-model) and, where it has one, against its SWA model. A BASE run needs only `last-recal.json`,
-`log.jsonl` and `config.yaml`, so runs of the recipe without averaging serve too.
+while DIR's held the rate at `train.swa_lr`), each run of DIR is also paired with BASE runs
+whose `config.yaml` is the run's but for the averaging keys (`swa_from`, `swa_lr`,
+`final_weights`): the same recipe, held-out sequence and seed, so the same first half. DIR's SWA
+model is set against the first such run's last epoch (the recipe's model), and against the first
+such run's SWA model among those that have one (first in the order the folders are given). A
+BASE run needs only `last-recal.json`, `log.jsonl` and `config.yaml`, so runs of the recipe
+without averaging serve too.
 Standard library only.
 """
 import json
@@ -40,7 +43,11 @@ def load(run_dir):
     swa_from = re.search(r"\n  swa_from: ([0-9.]+)", cfg)
     swa_lr = re.search(r"\n  swa_lr: ([0-9.e-]+)", cfg)
     log = [json.loads(line) for line in open(paths[2])]
+    # What the run trained with, but for how it averaged: BASE runs pair on it.
+    recipe = [line for line in cfg.splitlines()
+              if not re.match(r"\s*(#|swa_from:|swa_lr:|final_weights:)", line)]
     return {
+        "recipe": recipe,
         "name": os.path.basename(run_dir),
         "seq": m.group(1),
         "seed": int(seed.group(1)) if seed else 0,
@@ -81,15 +88,11 @@ def main():
     for pred, label in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
         paired(f"SWA - last epoch, {label}", [(r["swa"][pred], r["last"][pred]) for r in runs],
                ["mean_iou", "global_accuracy", "ece"])
-    # The first BASE run of each held-out sequence and seed.
-    first = {}
-    for b in base:
-        first.setdefault((b["seq"], b["seed"]), b)
-    matched = [(r, first[(r["seq"], r["seed"])]) for r in runs if (r["seq"], r["seed"]) in first]
     for theirs, label in (("last", "BASE's last epoch"), ("swa", "BASE's SWA")):
+        matched = [(r, b) for r in runs for b in
+                   [next((b for b in base if b["recipe"] == r["recipe"] and b[theirs]), None)] if b]
         for pred, short in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
-            paired(f"SWA - {label}, {short}",
-                   [(r["swa"][pred], b[theirs][pred]) for r, b in matched if b[theirs]],
+            paired(f"SWA - {label}, {short}", [(r["swa"][pred], b[theirs][pred]) for r, b in matched],
                    ["mean_iou", "global_accuracy", "ece"])
 
 
