@@ -370,6 +370,10 @@ pub(crate) struct TrainConfig {
     /// is published (the averaged epochs then explore around one basin instead of descending
     /// into it). Unset: the schedule goes on.
     pub(crate) swa_lr: Option<f64>,
+    /// Label smoothing of the cross-entropy loss (Szegedy et al., 2016): each pixel's target is
+    /// 1 - e on its class plus e spread evenly over all classes, the pixel weighing its class's
+    /// weight as without smoothing. 0: off.
+    pub(crate) label_smoothing: f64,
     /// Re-estimate batch-norm statistics over the training set after training.
     pub(crate) bn_recalibrate: bool,
     /// Keep dropout on while re-estimating them (the statistics MC sampling sees) instead of
@@ -437,6 +441,7 @@ impl Default for TrainConfig {
             final_weights: FinalWeights::Best,
             swa_from: None,
             swa_lr: None,
+            label_smoothing: 0.0,
             bn_recalibrate: false,
             bn_recalibrate_dropout: false,
             max_minutes: 0.0,
@@ -526,6 +531,11 @@ impl Config {
             "`train.checkpoint_every` must be at least 1"
         );
         ensure!(t.prefetch >= 1, "`train.prefetch` must be at least 1");
+        ensure!(
+            (0.0..1.0).contains(&t.label_smoothing),
+            "`train.label_smoothing` must be in [0, 1) (the share of the target spread over all classes), got {}",
+            t.label_smoothing
+        );
         if let Some(f) = t.swa_from {
             ensure!(
                 (0.0..1.0).contains(&f),

@@ -369,6 +369,7 @@ fn config_with_an_unknown_key_or_bad_value_is_rejected_naming_it() {
         ("train:\n  swa_from: 1.0\n", "train.swa_from"),
         ("train:\n  swa_lr: 0.001\n", "train.swa_from"),
         ("train:\n  swa_from: 0.5\n  swa_lr: 0\n", "train.swa_lr"),
+        ("train:\n  label_smoothing: 1.0\n", "train.label_smoothing"),
     ] {
         std::fs::write(d.path("bad.yaml"), yaml).unwrap();
         d.fails_naming("train --config bad.yaml", key);
