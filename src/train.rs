@@ -929,8 +929,8 @@ pub(crate) fn recalibrate(args: &RecalibrateArgs) -> Result<()> {
 ///
 /// Not libtorch's own `label_smoothing`, which with class weights weighs each class's share of
 /// the spread by that class's weight: with CamVid's median-frequency weights (0.16-6.2) a road
-/// pixel's target would then put more mass on the rare classes (mostly sign, bicyclist and
-/// pole) than on road.
+/// pixel's target would then put more mass on pole, sign, pedestrian and bicyclist together
+/// than on road.
 fn segmentation_loss(
     logits: &Tensor,
     labels: &Tensor,
