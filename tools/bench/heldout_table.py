@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Tables of held-out-sequence runs (README "Lighting on unseen drives").
 
-    heldout_table.py DIR
+    heldout_table.py DIR [DIR ...]
 
-DIR holds one folder per run, named `cpu<H>[s<SEED>]-<recipe>@<SEQ>` (for example
+Each DIR holds one folder per run, named `cpu<H>[s<SEED>]-<recipe>@<SEQ>` (for example
 `cpu120-normphoto@0006R0`, or `cpu120s1-base@0006R0` for a run with `train.seed=1`), each with
 the run's `config.yaml` and `log.jsonl` and two `eval` reports on the held-out sequence SEQ:
 `model.json` (the run's final model: best held-out epoch, batch norm re-estimated with dropout
@@ -12,7 +12,8 @@ on) and `last-recal.json` (the last epoch, re-estimated the same way), and where
 then per input size the final models' mIoU (weight averaging) by recipe and held-out sequence
 (seed 0), with the mean over all folds and over the daylight ones, the cells run with more than
 one seed, and paired differences over every run that has both reports: MC against weight
-averaging, the best epoch against the last, and mirroring against none. Standard library only.
+averaging, the best epoch against the last, mirroring against none, and each recipe against
+fixed norm (base) run on the same fold, seed and input. Standard library only.
 """
 import json
 import os
@@ -24,6 +25,7 @@ RECIPES = {
     "photo": "fixed norm + photometric",
     "norm": "per-image norm",
     "normphoto": "per-image norm + photometric",
+    "ls": "fixed norm + label smoothing 0.1",
 }
 DUSK = {"0001TP"}
 
@@ -71,8 +73,8 @@ def cells(report):
 
 
 def main():
-    root = sys.argv[1]
-    runs = [r for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
+    runs = [r for root in sys.argv[1:]
+            for r in (load(os.path.join(root, d)) for d in sorted(os.listdir(root))) if r]
     order = list(RECIPES)
     runs.sort(key=lambda r: (r["size"], r["seq"], order.index(r["recipe"]), r["seed"]))
     print("| recipe | held out | input | seed | epochs | held-out mIoU in training: best (epoch) / "
@@ -150,6 +152,17 @@ def main():
                  for r in runs if "model" in r["reports"] and "model-flip" in r["reports"]]
         paired(f"--flip - without, {label}", pairs,
                ["mean_iou", "global_accuracy", "ece"])
+    base = {(r["size"], r["seq"], r["seed"]): r for r in runs if r["recipe"] == "base"}
+    for recipe in order[1:]:
+        for kind, when in (("model", "final"), ("last-recal", "last epoch")):
+            both = [(r["reports"][kind], b["reports"][kind]) for r in runs
+                    if r["recipe"] == recipe and kind in r["reports"]
+                    for b in [base.get((r["size"], r["seq"], r["seed"]))]
+                    if b and kind in b["reports"]]
+            for what, label in (("weight_averaging", "WA"), ("mc_dropout", "MC")):
+                paired(f"{RECIPES[recipe]} - fixed norm, {when}, {label}",
+                       [(a[what], b[what]) for a, b in both],
+                       ["mean_iou", "global_accuracy", "ece"])
 
 
 def paired(name, pairs, metrics):
