@@ -146,6 +146,7 @@ impl SamplingArgs {
                 flip_phase: false,
             },
             dropout,
+            temperature: None,
             precision: self.precision.unwrap_or(if device.is_cuda() {
                 Precision::Bf16
             } else {
@@ -328,6 +329,11 @@ pub struct EvalArgs {
     /// Evaluate at most this many images (0: all).
     #[arg(long, default_value_t = 0)]
     pub(crate) limit: usize,
+    /// Divide the network's logits by this before every softmax, weight averaging's and each
+    /// MC sample's (temperature scaling; above 1 softens the probabilities). A calibration
+    /// study setting: the class map is unchanged for weight averaging.
+    #[arg(long)]
+    pub(crate) temperature: Option<f64>,
 }
 
 #[derive(Args, Debug)]

@@ -20,7 +20,7 @@ use crate::atomic::{write_atomic, write_json_atomic};
 use crate::cli::EvalArgs;
 use crate::config::{DataConfig, ModelConfig};
 use crate::data::{self, Frames, Loader};
-use crate::infer::{Predictor, TestDropout};
+use crate::infer::{Predictor, PredictorOptions, TestDropout};
 use crate::mc::{self, McOptions, Measure, Prediction};
 use crate::metrics::{Confusion, UncertaintyStats};
 use crate::model::{Mode, SegNet};
@@ -198,6 +198,9 @@ pub struct Report {
     /// model's own (absent: as trained).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_dropout: Option<TestDropout>,
+    /// `--temperature`: the logits were divided by it before every softmax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     /// `--flip`: every other MC sample, and a second weight-averaging pass, saw the image
     /// mirrored.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -284,7 +287,10 @@ impl Tally {
 
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.device.init()?;
-    let predictor = Predictor::load(&args.sampling.options(device, true)?)?;
+    let predictor = Predictor::load(&PredictorOptions {
+        temperature: args.temperature,
+        ..args.sampling.options(device, true)?
+    })?;
     let model = predictor.config().clone();
     let data_cfg = DataConfig {
         root: args.data.clone(),
@@ -345,6 +351,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         samples: predictor.opts.samples,
         adaptive: predictor.opts.adaptive.is_some(),
         test_dropout: predictor.test_dropout.clone(),
+        temperature: args.temperature,
         flip: predictor.opts.flip,
         samples_used: SamplesUsed::of(&used),
         seconds: start.elapsed().as_secs_f64(),
@@ -390,6 +397,10 @@ fn markdown(r: &Report) -> String {
                 format!(" after {stages}")
             })
         ),
+    };
+    let sampling = match r.temperature {
+        Some(t) => format!("{sampling}, logits divided by a temperature of {t}"),
+        None => sampling,
     };
     let sampling = if r.flip {
         format!("{sampling}, every other sample mirrored (weight averaging: the mean of the image's pass and its mirror's)")

@@ -49,6 +49,8 @@ pub struct PredictorOptions {
     pub mc: McOptions,
     /// MC dropout sampling; false: weight averaging (one pass, dropout off).
     pub dropout: bool,
+    /// Logits divided by this before the softmax (temperature scaling); `None`: as trained.
+    pub temperature: Option<f64>,
     /// What the convolutions run in.
     pub precision: Precision,
     /// Dropout at sampling time, where it differs from training's.
@@ -127,6 +129,13 @@ impl Predictor {
             options.test_dropout.apply(config)
         })?;
         net.fold_batchnorm();
+        if let Some(t) = options.temperature {
+            ensure!(
+                t > 0.0 && t.is_finite(),
+                "--temperature must be a number above 0, got {t}"
+            );
+            net.scale_logits(1.0 / t);
+        }
         net.set_precision(options.precision);
         Ok(Predictor {
             net,

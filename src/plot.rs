@@ -585,6 +585,7 @@ mod tests {
             samples: 50,
             adaptive: false,
             test_dropout: None,
+            temperature: None,
             flip: false,
             samples_used: SamplesUsed {
                 mean: 50.0,

@@ -95,6 +95,7 @@ pub(crate) mod tests {
                 flip_phase: false,
             },
             dropout: true,
+            temperature: None,
             precision,
             test_dropout: Default::default(),
         })

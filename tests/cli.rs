@@ -565,6 +565,20 @@ fn train_then_eval_on_a_tiny_synthetic_dataset() {
     }
     let md = std::fs::read_to_string(d.path("eval-p0/report.md")).unwrap();
     assert!(md.contains("dropout at sampling time p = 0"), "{md}");
+    // A temperature softens the probabilities: weight averaging keeps its class map, its
+    // calibration changes, and the report says so.
+    d.segnet(&format!("eval {eval}-t2 --samples 3 --temperature 2"))
+        .assert()
+        .success();
+    let t2 = json(&d.path("eval-t2/report.json"));
+    assert_eq!(t2["temperature"], 2.0);
+    assert!(report.get("temperature").is_none());
+    let wa = |r: &Value, score: &str| r["weight_averaging"][score].as_f64().unwrap();
+    assert_eq!(wa(&t2, "global_accuracy"), wa(&report, "global_accuracy"));
+    assert_ne!(wa(&t2, "ece"), wa(&report, "ece"));
+    let md = std::fs::read_to_string(d.path("eval-t2/report.md")).unwrap();
+    assert!(md.contains("temperature of 2"), "{md}");
+    d.fails_naming(&format!("eval {eval}-t0 --temperature 0"), "--temperature");
     // eval's weight-averaging accuracy is the one recomputed from the class maps infer writes
     // with dropout off, and it is learned: the biggest class covers half of the pixels, and
     // this run measured 0.96.

@@ -366,6 +366,15 @@ impl SegNet {
         self.decoders.iter_mut().for_each(Decoder::fold);
     }
 
+    /// Multiplies the logits by `factor` (temperature scaling by 1 / `factor`), folded into the
+    /// classifier's weights and bias: no cost per pass.
+    pub(crate) fn scale_logits(&mut self, factor: f64) {
+        tch::no_grad(|| {
+            self.classifier.ws = &self.classifier.ws * factor;
+            self.classifier.bs = self.classifier.bs.as_ref().map(|b| b * factor);
+        });
+    }
+
     /// Runs inference in `precision`: the folded weights and the classifier are cast once,
     /// here, each input as it enters, and the logits come out in it. Call after
     /// [`SegNet::fold_batchnorm`]; a network in half precision is for inference only.
