@@ -394,6 +394,7 @@ mod tests {
                 flip_phase: false,
             },
             dropout: true,
+            temperature: None,
             precision: Precision::Fp32,
             test_dropout: Default::default(),
         })
