@@ -21,10 +21,10 @@ BASE run needs only `last-recal.json`, `log.jsonl` and `config.yaml`, so runs of
 without averaging serve too.
 Standard library only.
 """
+import argparse
 import json
 import os
 import re
-import sys
 
 from heldout_table import paired
 
@@ -64,11 +64,12 @@ def runs_in(root):
 
 
 def main():
-    args = sys.argv[1:]
-    if not args or args[0] == "--against" or (len(args) > 1 and (args[1] != "--against" or len(args) < 3)):
-        sys.exit("usage: swa_table.py DIR [--against BASE ...]")
-    runs = [r for r in runs_in(args[0]) if r["swa"]]
-    base = [b for d in args[2:] for b in runs_in(d)]
+    parser = argparse.ArgumentParser(description="SWA against the last epoch, paired.")
+    parser.add_argument("dir")
+    parser.add_argument("--against", nargs="+", default=[], metavar="BASE")
+    args = parser.parse_args()
+    runs = [r for r in runs_in(args.dir) if r["swa"]]
+    base = [b for d in args.against for b in runs_in(d)]
     print("| run | held out | seed | epochs (averaged from) | rate while averaging "
           "| last epoch: mIoU WA / MC | SWA: mIoU WA / MC | global WA: last / SWA | ECE MC: last / SWA |")
     print("|---|---|---|---|---|---|---|---|---|")
