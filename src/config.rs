@@ -214,11 +214,12 @@ pub(crate) enum LabelFormat {
     Colour,
 }
 
-/// Class weights for the loss: `median`, `none`, or a list with one weight per class.
+/// Class weights for the loss: `median`, `sqrt-median`, `none`, or a list with one weight per
+/// class.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
     untagged,
-    expecting = "`median`, `none` or a list of one weight per class"
+    expecting = "`median`, `sqrt-median`, `none` or a list of one weight per class"
 )]
 pub(crate) enum ClassWeights {
     /// Given explicitly, one per class.
@@ -231,6 +232,8 @@ pub(crate) enum ClassWeights {
 pub(crate) enum WeightMethod {
     /// Median-frequency balancing computed from the training labels.
     Median,
+    /// The square root of median-frequency balancing: rare classes still weigh more, by less.
+    SqrtMedian,
     /// No weighting.
     None,
 }
@@ -664,6 +667,11 @@ mod tests {
     fn class_weights_accept_a_name_or_a_list() {
         let c: DataConfig = serde_yaml::from_str("class_weights: none").unwrap();
         assert_eq!(c.class_weights, ClassWeights::Computed(WeightMethod::None));
+        let c: DataConfig = serde_yaml::from_str("class_weights: sqrt-median").unwrap();
+        assert_eq!(
+            c.class_weights,
+            ClassWeights::Computed(WeightMethod::SqrtMedian)
+        );
         let c: DataConfig = serde_yaml::from_str("class_weights: [1, 2.5]").unwrap();
         assert_eq!(c.class_weights, ClassWeights::Given(vec![1.0, 2.5]));
         let err = serde_yaml::from_str::<DataConfig>("class_weights: medain").unwrap_err();

@@ -18,6 +18,10 @@ pub(crate) fn class_weights(
         ClassWeights::Computed(WeightMethod::Median) => {
             median_frequency_weights(pairs, cfg, model)?
         }
+        ClassWeights::Computed(WeightMethod::SqrtMedian) => {
+            let w = median_frequency_weights(pairs, cfg, model)?;
+            w.into_iter().map(f32::sqrt).collect()
+        }
     })
 }
 
@@ -84,13 +88,13 @@ mod tests {
     use crate::data::fixtures::{data, model};
     use image::{GrayImage, Luma};
 
-    #[test]
-    fn median_frequency_weights_match_hand_computation() {
-        // 4 classes, void = 4. A = [0 0 0 1], B = [1 1 2 void].
-        // freq0 = 3/4, freq1 = 3/(4+3), freq2 = 1/3, class 3 absent; median = 3/7.
-        let dir = tempfile::tempdir().unwrap();
+    /// 4 classes, void = 4. A = [0 0 0 1], B = [1 1 2 void]: freq0 = 3/4, freq1 = 3/(4+3),
+    /// freq2 = 1/3, class 3 absent; median = 3/7.
+    const HAND: [f32; 4] = [4.0 / 7.0, 1.0, 9.0 / 7.0, 0.0];
+
+    fn hand_pairs(dir: &std::path::Path) -> [Pair; 2] {
         let mk = |name: &str, v: [u8; 4]| {
-            let path = dir.path().join(name);
+            let path = dir.join(name);
             GrayImage::from_fn(2, 2, |x, y| Luma([v[(y * 2 + x) as usize]]))
                 .save(&path)
                 .unwrap();
@@ -99,11 +103,36 @@ mod tests {
                 label: path,
             }
         };
-        let pairs = [mk("a.png", [0, 0, 0, 1]), mk("b.png", [1, 1, 2, 4])];
-        let w = median_frequency_weights(&pairs, &data(dir.path()), &model(4, None)).unwrap();
-        let want = [4.0 / 7.0, 1.0, 9.0 / 7.0, 0.0];
-        for (got, want) in w.iter().zip(want) {
-            assert!((got - want).abs() < 1e-6, "{w:?}");
+        [mk("a.png", [0, 0, 0, 1]), mk("b.png", [1, 1, 2, 4])]
+    }
+
+    fn assert_close(got: &[f32], want: impl IntoIterator<Item = f32>) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?}");
         }
+    }
+
+    #[test]
+    fn median_frequency_weights_match_hand_computation() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = hand_pairs(dir.path());
+        let w = median_frequency_weights(&pairs, &data(dir.path()), &model(4, None)).unwrap();
+        assert_close(&w, HAND);
+    }
+
+    #[test]
+    fn each_weight_method_gives_its_own_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = hand_pairs(dir.path());
+        let with = |m: WeightMethod| {
+            let cfg = DataConfig {
+                class_weights: ClassWeights::Computed(m),
+                ..data(dir.path())
+            };
+            class_weights(&cfg, &model(4, None), &pairs).unwrap()
+        };
+        assert_close(&with(WeightMethod::Median), HAND);
+        assert_close(&with(WeightMethod::SqrtMedian), HAND.map(f32::sqrt));
+        assert_eq!(with(WeightMethod::None), [1.0; 4]);
     }
 }

@@ -26,6 +26,8 @@ RECIPES = {
     "norm": "per-image norm",
     "normphoto": "per-image norm + photometric",
     "ls": "fixed norm + label smoothing 0.1",
+    "nocw": "fixed norm, no class weights",
+    "sqrtcw": "fixed norm, sqrt-median class weights",
 }
 DUSK = {"0001TP"}
 
