@@ -624,6 +624,11 @@ mod tests {
         let lean = Config::load(&dir.join("camvid-lean.yaml")).unwrap();
         assert_eq!(lean.model.input_norm, InputNorm::Fixed);
         assert_eq!(lean.data.augment.brightness, 0.0);
+        // README "Class weights on unseen drives", held out on 0006R0 at 120x160.
+        assert_eq!(
+            lean.data.class_weights,
+            ClassWeights::Computed(WeightMethod::SqrtMedian)
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ common=(--device "$dev" --threads 2 --set data.loader_threads=2)
 # (scale, schedule, weight decay, dropout, width, input size) still come from the config. Without
 # the pins, the config's photometric jitter of 2026-11-27 would have made `per-image-norm` the
 # same run as `norm-photo`.
+# The class weights likewise: median frequency, as every row was run before camvid-lean.yaml took
+# their square roots (2026-12-08).
+common+=(--set data.class_weights=median)
 common+=(--set model.input_norm=fixed --set data.augment.brightness=0 --set data.augment.contrast=0
   --set data.augment.saturation=0 --set data.augment.hue=0 --set data.augment.gamma=0
   --set data.augment.blur=0 --set data.augment.noise=0 --set data.augment.rotate=0)
