@@ -106,7 +106,8 @@ mod tests {
         [mk("a.png", [0, 0, 0, 1]), mk("b.png", [1, 1, 2, 4])]
     }
 
-    fn assert_close(got: &[f32], want: impl IntoIterator<Item = f32>) {
+    fn assert_close(got: &[f32], want: [f32; 4]) {
+        assert_eq!(got.len(), want.len(), "{got:?}");
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?}");
         }
