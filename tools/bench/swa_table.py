@@ -26,11 +26,7 @@ import json
 import os
 import re
 
-from heldout_table import paired
-
-
-def pct(x):
-    return f"{100 * x:.1f}"
+from heldout_table import paired, pct
 
 
 def load(run_dir):

@@ -13,9 +13,16 @@ import json
 import os
 import sys
 
+from heldout_table import pct
 
-def pct(x):
-    return f"{100 * x:.1f}"
+
+def temperature(report):
+    return report.get("temperature") or 1.0
+
+
+def ece_cell(score, best, marked):
+    cell = pct(score["ece"])
+    return f"**{cell}**" if marked and score["ece"] == best else cell
 
 
 def main():
@@ -32,20 +39,16 @@ def main():
           "ECE WA | ECE MC |")
     print("|---|---|---|---|---|---|---|---|")
     for (model, split, seqs, samples), reports in groups.items():
-        reports.sort(key=lambda r: r.get("temperature") or 1.0)
+        reports.sort(key=temperature)
         best_wa = min(r["weight_averaging"]["ece"] for r in reports)
         best_mc = min(r["mc_dropout"]["ece"] for r in reports)
+        marked = len(reports) > 1
         for r in reports:
             wa, mc = r["weight_averaging"], r["mc_dropout"]
-
-            def ece(score, best):
-                cell = pct(score["ece"])
-                return f"**{cell}**" if score["ece"] == best and len(reports) > 1 else cell
-
-            print(f"| {model} | {seqs} ({r['images']}) | {samples} | {r.get('temperature') or 1.0} "
+            print(f"| {model} | {seqs} ({r['images']}) | {samples} | {temperature(r)} "
                   f"| {pct(wa['mean_iou'])} / {pct(mc['mean_iou'])} "
                   f"| {pct(wa['global_accuracy'])} / {pct(mc['global_accuracy'])} "
-                  f"| {ece(wa, best_wa)} | {ece(mc, best_mc)} |")
+                  f"| {ece_cell(wa, best_wa, marked)} | {ece_cell(mc, best_mc, marked)} |")
 
 
 if __name__ == "__main__":
